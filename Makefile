@@ -1,0 +1,35 @@
+# The two commands a new user runs: `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CHAOS := $(VENV)/bin/chaos
+JOURNAL ?= journal.json
+EXPERIMENT ?= experiments/validate-emergence-defenses.yaml
+
+.PHONY: run test lint bench venv clean
+
+$(VENV)/.installed: pyproject.toml
+	@./.ci/check-python.sh
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(CHAOS) --no-version-check run --journal-path $(JOURNAL) $(EXPERIMENT); \
+	$(PY) -m chaosemergence.verdict $(JOURNAL)
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: venv
+	$(PY) -m chaosemergence.bench
+
+clean:
+	rm -rf $(VENV) journal*.json chaostoolkit.log .pytest_cache

@@ -1,0 +1,1 @@
+"""chaosemergence: defenses against emergent failures, a reference system and a Chaos Toolkit extension."""

@@ -1,0 +1,177 @@
+"""The HTTP face of one cell: user routes, internal admin routes and /metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chaosemergence.app.auth import AdminAuthMiddleware
+from chaosemergence.app.cell_service import CellService, Reply
+from chaosemergence.app.metrics import CellCollector
+from chaosemergence.app.window import MetricWindow
+
+__all__ = ["create_cell_app", "json_body", "reply_response"]
+
+
+def reply_response(reply: Reply) -> JSONResponse:
+    headers = {"Retry-After": str(reply.retry_after)} if reply.retry_after else None
+    return JSONResponse(reply.body, status_code=reply.status, headers=headers)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or ValueError naming the problem."""
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = await request.json()
+    except ValueError as error:
+        raise ValueError(f"body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    return data
+
+
+def _bad_request(error: ValueError) -> JSONResponse:
+    return JSONResponse({"error": str(error)}, status_code=400)
+
+
+def create_cell_app(
+    service: CellService, token: str, *, registry: CollectorRegistry | None = None
+) -> Starlette:
+    registry = registry or CollectorRegistry()
+    registry.register(CellCollector(service))
+    window = MetricWindow(registry)
+
+    async def profile(request: Request) -> Response:
+        return reply_response(await service.profile(request.path_params["user_id"]))
+
+    async def payments(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            amount = body.get("amount_cents")
+            key = body.get("idempotency_key")
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+                raise ValueError(f"amount_cents must be a positive integer, got {amount!r}")
+            if not isinstance(key, str) or not 1 <= len(key) <= 128:
+                raise ValueError("idempotency_key must be a string of 1-128 characters")
+        except ValueError as error:
+            return _bad_request(error)
+        return reply_response(await service.pay(request.path_params["user_id"], amount, key))
+
+    async def recommendations(request: Request) -> Response:
+        return reply_response(await service.recommendations(request.path_params["user_id"]))
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "cell": service.index})
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def add_fault(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            fault = service.inject_fault(body, body.get("id"))
+        except ValueError as error:
+            return _bad_request(error)
+        return JSONResponse(fault, status_code=201)
+
+    async def clear_faults(request: Request) -> Response:
+        return JSONResponse({"cleared": service.faults.clear(request.query_params.get("id"))})
+
+    async def invalidate(_: Request) -> Response:
+        return JSONResponse(await service.invalidate_cache())
+
+    async def jitter(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            enabled = body.get("enabled")
+            if not isinstance(enabled, bool):
+                raise ValueError(f"enabled must be true or false, got {enabled!r}")
+        except ValueError as error:
+            return _bad_request(error)
+        service.set_jitter(enabled)
+        return JSONResponse({"jitter_removed": service.jitter_removed})
+
+    async def defenses(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            enabled = body.get("enabled")
+            names = body.get("names")
+            if not isinstance(enabled, bool):
+                raise ValueError(f"enabled must be true or false, got {enabled!r}")
+            if names is not None and not (
+                isinstance(names, list) and all(isinstance(n, str) for n in names)
+            ):
+                raise ValueError("names must be a list of defense names or null")
+            changed = service.set_defenses(enabled, names)
+        except ValueError as error:
+            return _bad_request(error)
+        return JSONResponse({"changed": changed, "enabled": enabled})
+
+    async def reset(_: Request) -> Response:
+        return JSONResponse(service.reset())
+
+    async def state(_: Request) -> Response:
+        return JSONResponse(service.state())
+
+    async def events(request: Request) -> Response:
+        since = float(request.query_params.get("since", "0"))
+        return JSONResponse([e.as_dict() for e in service.events.since(since)])
+
+    async def increase(request: Request) -> Response:
+        seconds = float(request.query_params.get("seconds", "30"))
+        return JSONResponse(window.increase(seconds))
+
+    async def missing(request: Request) -> Response:
+        body = await json_body(request)
+        keys = [str(k) for k in body.get("keys", [])]
+        return JSONResponse({"missing": await service.store.missing_payments(keys)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        import asyncio
+
+        await service.start()
+
+        async def tick() -> None:
+            while True:
+                window.tick()
+                await asyncio.sleep(1.0)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            await service.stop()
+
+    routes = [
+        Route("/users/{user_id}/profile", profile, methods=["GET"]),
+        Route("/users/{user_id}/payments", payments, methods=["POST"]),
+        Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),
+        Route("/health", health),
+        Route("/metrics", metrics),
+        Route("/admin/faults", add_fault, methods=["POST"]),
+        Route("/admin/faults", clear_faults, methods=["DELETE"]),
+        Route("/admin/cache/invalidate", invalidate, methods=["POST"]),
+        Route("/admin/jitter", jitter, methods=["POST"]),
+        Route("/admin/defenses", defenses, methods=["POST"]),
+        Route("/admin/reset", reset, methods=["POST"]),
+        Route("/admin/state", state),
+        Route("/admin/events", events),
+        Route("/admin/increase", increase),
+        Route("/admin/payments/missing", missing, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes, middleware=[Middleware(AdminAuthMiddleware, token=token)], lifespan=lifespan
+    )

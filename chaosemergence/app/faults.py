@@ -1,0 +1,124 @@
+"""Injected faults: what can go wrong in a simulated dependency, and for how long.
+
+Every fault carries its own expiry and is ignored once expired, so a chaos process
+killed mid-experiment cannot leave a fault behind: the reference system enforces it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["FAULT_KINDS", "Fault", "FaultTable", "validate_fault_request"]
+
+FaultKind = Literal["timeout", "latency", "error"]
+FAULT_KINDS: tuple[str, ...] = ("timeout", "latency", "error")
+MAX_FAULT_DURATION_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault on one dependency (or "all") of a cell."""
+
+    id: str
+    kind: FaultKind
+    dependency: str
+    percentage: float
+    expires_at: float
+    latency_ms: float = 0.0
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "dependency": self.dependency,
+            "percentage": self.percentage,
+            "latency_ms": self.latency_ms,
+            "remaining_seconds": round(max(0.0, self.expires_at - now), 3),
+        }
+
+
+def validate_fault_request(body: dict[str, Any], dependencies: Iterable[str]) -> dict[str, Any]:
+    """Check a fault request and return it normalized; ValueError names the bad field."""
+    kind = body.get("kind")
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+    percentage = body.get("percentage", 100)
+    if isinstance(percentage, bool) or not isinstance(percentage, int | float):
+        raise ValueError(f"percentage must be a number, got {percentage!r}")
+    if not 0 < percentage <= 100:
+        raise ValueError(f"percentage must be in (0, 100], got {percentage}")
+    duration = body.get("duration")
+    if isinstance(duration, bool) or not isinstance(duration, int | float):
+        raise ValueError(f"duration must be a number of seconds, got {duration!r}")
+    if not 0 < duration <= MAX_FAULT_DURATION_SECONDS:
+        raise ValueError(f"duration must be in (0, {MAX_FAULT_DURATION_SECONDS:.0f}], got {duration}")
+    dependency = body.get("dependency", "all")
+    known = sorted(dependencies)
+    if dependency != "all" and dependency not in known:
+        raise ValueError(f"dependency must be 'all' or one of {', '.join(known)}, got {dependency!r}")
+    latency_ms = body.get("latency_ms", 0)
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float) or latency_ms < 0:
+        raise ValueError(f"latency_ms must be a number >= 0, got {latency_ms!r}")
+    if kind == "latency" and latency_ms <= 0:
+        raise ValueError("latency_ms must be > 0 for a latency fault")
+    return {
+        "kind": kind,
+        "percentage": float(percentage),
+        "duration": float(duration),
+        "dependency": dependency,
+        "latency_ms": float(latency_ms),
+    }
+
+
+class FaultTable:
+    """The faults active in one cell; expired faults vanish on their own."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # Only touched from the event loop: no lock needed.
+        self._faults: dict[str, Fault] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, request: dict[str, Any], fault_id: str | None = None) -> Fault:
+        fault = Fault(
+            id=fault_id or f"f{next(self._ids)}",
+            kind=request["kind"],
+            dependency=request["dependency"],
+            percentage=request["percentage"],
+            expires_at=self._clock() + request["duration"],
+            latency_ms=request.get("latency_ms", 0.0),
+        )
+        self._faults[fault.id] = fault
+        return fault
+
+    def clear(self, fault_id: str | None = None) -> int:
+        """Remove one fault (or all of them); returns how many were removed."""
+        if fault_id is None:
+            removed = len(self._faults)
+            self._faults.clear()
+            return removed
+        return 1 if self._faults.pop(fault_id, None) else 0
+
+    def active(self) -> list[Fault]:
+        now = self._clock()
+        expired = [fid for fid, f in self._faults.items() if f.expires_at <= now]
+        for fid in expired:
+            del self._faults[fid]
+        return list(self._faults.values())
+
+    def draw(self, dependency: str, rng: random.Random) -> list[Fault]:
+        """The faults that hit this one call (each fires with its own percentage)."""
+        return [
+            f
+            for f in self.active()
+            if f.dependency in ("all", dependency) and rng.random() * 100 < f.percentage
+        ]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [f.as_dict(now) for f in self.active()]

@@ -1,0 +1,335 @@
+"""The gateway: routes each user to one cell by consistent hash, and hosts the admin API.
+
+It is deliberately thin. A dead or failing cell is not failed over (that is how cascades
+start): its users get 503 with Retry-After and every other cell is untouched. Admin calls
+are validated once here, then fanned out to the live cells.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chaosemergence.app.auth import AdminAuthMiddleware
+from chaosemergence.app.cell_app import json_body
+from chaosemergence.app.cell_service import DEFENSES
+from chaosemergence.app.faults import validate_fault_request
+from chaosemergence.app.metrics import GatewayMetrics
+from chaosemergence.app.supervisor import Supervisor
+from chaosemergence.app.window import MetricWindow
+from chaosemergence.defenses import HashRing
+
+__all__ = ["create_gateway_app"]
+
+ADMIN_FANOUT_TIMEOUT = 10.0
+ROUTES = ("profile", "payments", "recommendations")
+NAIVE_GATEWAY_RETRIES = 2
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+def _parse_cells(value: Any, count: int) -> list[int]:
+    """The `cells` field: null (all), or a list of cell indexes; ValueError names it."""
+    if value is None:
+        return list(range(count))
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"cells must be null or a non-empty list of cell indexes, got {value!r}")
+    bad = [c for c in value if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < count]
+    if bad:
+        raise ValueError(f"cells must be indexes in 0..{count - 1}, got {bad}")
+    return sorted(set(value))
+
+
+def create_gateway_app(
+    supervisor: Supervisor, token: str, *, registry: CollectorRegistry | None = None
+) -> Starlette:
+    registry = registry or CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    window = MetricWindow(registry)
+    settings = supervisor.settings
+    ring = HashRing([str(i) for i in range(settings.cells)])
+    fault_ids = itertools.count(1)
+    # Event-loop state: the gateway's own defense switch and the acknowledged-payment ledger.
+    naive_retries = {"enabled": False}
+    acknowledged: dict[int, set[str]] = {i: set() for i in range(settings.cells)}
+    started_at = time.time()
+    headers = {"Authorization": f"Bearer {token}"}
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.cell_timeout_seconds, connect=1.0),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+    )
+
+    async def forward(request: Request, route: str) -> Response:
+        user_id = request.path_params["user_id"]
+        cell = int(ring.node_for(user_id))
+        target = supervisor.cells[cell]
+        body = await request.body()
+        started = time.perf_counter()
+        status, content, retry_after = 503, b"", "1"
+        attempts = 1 + (NAIVE_GATEWAY_RETRIES if naive_retries["enabled"] else 0)
+        for attempt in range(attempts):
+            if attempt:
+                metrics.gateway_retries.inc()
+            try:
+                answer = await client.request(
+                    request.method,
+                    f"{target.url}/users/{user_id}/{route}",
+                    content=body,
+                    headers={"content-type": request.headers.get("content-type", "")},
+                )
+                status, content = answer.status_code, answer.content
+                retry_after = answer.headers.get("retry-after", "1")
+            except httpx.HTTPError as error:
+                status = 503
+                content = f'{{"error": "cell {cell} unavailable: {type(error).__name__}"}}'.encode()
+            if status < 500:
+                break
+        elapsed = time.perf_counter() - started
+        outcome = "failure" if status >= 500 else "success"
+        metrics.requests.labels(route, str(cell), outcome).inc()
+        metrics.latency.labels(route).observe(elapsed)
+        if route == "payments":
+            key = _acknowledged_key(content)
+            if key:
+                acknowledged[cell].add(key)
+        extra = {"Retry-After": retry_after} if status == 503 else {}
+        return Response(content, status_code=status, media_type="application/json", headers=extra)
+
+    async def profile(request: Request) -> Response:
+        return await forward(request, "profile")
+
+    async def payments(request: Request) -> Response:
+        return await forward(request, "payments")
+
+    async def recommendations(request: Request) -> Response:
+        return await forward(request, "recommendations")
+
+    async def fan_out(
+        method: str, path: str, cells: list[int] | None = None, **kwargs: Any
+    ) -> dict[int, Any]:
+        """Send one admin call to the chosen live cells; per-cell answers (or errors)."""
+        chosen = range(settings.cells) if cells is None else cells
+
+        async def one(index: int) -> tuple[int, Any]:
+            cell = supervisor.cells[index]
+            if not cell.alive:
+                return index, {"error": "cell is down"}
+            try:
+                answer = await client.request(
+                    method, f"{cell.url}{path}", headers=headers, timeout=ADMIN_FANOUT_TIMEOUT,
+                    **kwargs,
+                )
+                return index, answer.json()
+            except (httpx.HTTPError, ValueError) as error:
+                return index, {"error": f"{type(error).__name__}: {error}"}
+
+        return dict(await asyncio.gather(*(one(i) for i in chosen)))
+
+    async def add_fault(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            normalized = validate_fault_request(body, settings.dependencies)
+            cells = _parse_cells(body.get("cells"), settings.cells)
+        except ValueError as error:
+            return _bad_request(str(error))
+        fault_id = f"fault-{next(fault_ids)}"
+        results = await fan_out("POST", "/admin/faults", cells, json={**normalized, "id": fault_id})
+        applied = [i for i, r in results.items() if "error" not in r]
+        return JSONResponse(
+            {
+                "id": fault_id,
+                **normalized,
+                "cells": applied,
+                "skipped": {str(i): r["error"] for i, r in results.items() if "error" in r},
+                "expires_at": time.time() + normalized["duration"],
+            },
+            status_code=201,
+        )
+
+    async def clear_faults(request: Request) -> Response:
+        fault_id = request.query_params.get("id")
+        params = {"id": fault_id} if fault_id else None
+        results = await fan_out("DELETE", "/admin/faults", params=params)
+        return JSONResponse({"cleared": sum(r.get("cleared", 0) for r in results.values())})
+
+    async def invalidate(_: Request) -> Response:
+        results = await fan_out("POST", "/admin/cache/invalidate")
+        return JSONResponse({"cells": {str(i): r for i, r in results.items()}})
+
+    async def jitter(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            if not isinstance(body.get("enabled"), bool):
+                raise ValueError(f"enabled must be true or false, got {body.get('enabled')!r}")
+        except ValueError as error:
+            return _bad_request(str(error))
+        results = await fan_out("POST", "/admin/jitter", json=body)
+        return JSONResponse({"cells": {str(i): r for i, r in results.items()}})
+
+    async def defenses(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            enabled, names = body.get("enabled"), body.get("names")
+            if not isinstance(enabled, bool):
+                raise ValueError(f"enabled must be true or false, got {enabled!r}")
+            if names is not None:
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise ValueError("names must be a list of defense names or null")
+                unknown = [n for n in names if n not in DEFENSES]
+                if unknown:
+                    raise ValueError(f"names: unknown defense(s) {unknown}; known: {', '.join(DEFENSES)}")
+        except ValueError as error:
+            return _bad_request(str(error))
+        if names is None or "retry_budget" in names:
+            # Without the retry budget, the gateway retries too: retries at two layers.
+            naive_retries["enabled"] = not enabled
+        results = await fan_out("POST", "/admin/defenses", json=body)
+        return JSONResponse({"enabled": enabled, "names": names or list(DEFENSES),
+                             "cells": {str(i): r for i, r in results.items()}})
+
+    async def kill_cell(request: Request) -> Response:
+        index = request.path_params["index"]
+        if not 0 <= index < settings.cells:
+            return _bad_request(f"cell must be an index in 0..{settings.cells - 1}, got {index}")
+        killed = await asyncio.to_thread(supervisor.kill, index)
+        return JSONResponse({"cell": index, "killed": killed})
+
+    async def restart_cells(_: Request) -> Response:
+        restarted = await asyncio.to_thread(supervisor.restart_dead)
+        return JSONResponse({"restarted": restarted})
+
+    async def reset(_: Request) -> Response:
+        restarted = await asyncio.to_thread(supervisor.restart_dead)
+        naive_retries["enabled"] = False
+        results = await fan_out("POST", "/admin/reset")
+        return JSONResponse({"restarted": restarted, "cells": {str(i): r for i, r in results.items()}})
+
+    async def state(_: Request) -> Response:
+        results = await fan_out("GET", "/admin/state")
+        return JSONResponse({
+            "started_at": started_at,
+            "gateway": {"naive_retries": naive_retries["enabled"], "cells": settings.cells},
+            "cells": [
+                {"index": c.index, "url": c.url, "alive": c.alive, "restarts": c.restarts,
+                 "state": results.get(c.index)}
+                for c in supervisor.cells
+            ],
+        })
+
+    async def events(request: Request) -> Response:
+        since = request.query_params.get("since", "0")
+        results = await fan_out("GET", "/admin/events", params={"since": since})
+        merged = [
+            {**event, "cell": index}
+            for index, answer in results.items() if isinstance(answer, list)
+            for event in answer
+        ]
+        merged.sort(key=lambda e: e["at"])
+        return JSONResponse({"started_at": started_at, "events": merged})
+
+    async def increase(request: Request) -> Response:
+        try:
+            seconds = float(request.query_params.get("seconds", "30"))
+            if not 0 < seconds <= 900:
+                raise ValueError
+        except ValueError:
+            return _bad_request("seconds must be a number in (0, 900]")
+        results = await fan_out("GET", "/admin/increase", params={"seconds": seconds})
+        samples = window.increase(seconds)
+        for answer in results.values():
+            if isinstance(answer, list):
+                samples.extend(answer)
+        return JSONResponse({"seconds": seconds, "samples": samples})
+
+    async def lost_writes(_: Request) -> Response:
+        per_cell: dict[str, Any] = {}
+        total = 0
+        for index, keys in acknowledged.items():
+            if not keys:
+                continue
+            answer = (await fan_out("POST", "/admin/payments/missing", [index],
+                                    json={"keys": sorted(keys)}))[index]
+            if "error" in answer:
+                per_cell[str(index)] = answer
+                continue
+            per_cell[str(index)] = {"acknowledged": len(keys), "missing": len(answer["missing"])}
+            total += len(answer["missing"])
+        return JSONResponse({"lost_writes": total, "cells": per_cell})
+
+    async def health(_: Request) -> Response:
+        alive = sum(1 for c in supervisor.cells if c.alive)
+        return JSONResponse({"status": "ok", "cells": settings.cells, "alive": alive})
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def targets(_: Request) -> Response:
+        # Prometheus file_sd / http_sd format: every process's /metrics.
+        urls = [f"{settings.host}:{settings.port}"] + [c.url.removeprefix("http://") for c in supervisor.cells]
+        return JSONResponse([{"targets": urls, "labels": {"job": "chaosemergence"}}])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async def tick() -> None:
+            while True:
+                window.tick()
+                await asyncio.sleep(1.0)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            await client.aclose()
+
+    routes = [
+        Route("/users/{user_id}/profile", profile, methods=["GET"]),
+        Route("/users/{user_id}/payments", payments, methods=["POST"]),
+        Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),
+        Route("/health", health),
+        Route("/metrics", metrics_endpoint),
+        Route("/targets", targets),
+        Route("/admin/faults", add_fault, methods=["POST"]),
+        Route("/admin/faults", clear_faults, methods=["DELETE"]),
+        Route("/admin/cache/invalidate", invalidate, methods=["POST"]),
+        Route("/admin/jitter", jitter, methods=["POST"]),
+        Route("/admin/defenses", defenses, methods=["POST"]),
+        Route("/admin/cells/{index:int}/kill", kill_cell, methods=["POST"]),
+        Route("/admin/cells/restart", restart_cells, methods=["POST"]),
+        Route("/admin/reset", reset, methods=["POST"]),
+        Route("/admin/state", state),
+        Route("/admin/events", events),
+        Route("/admin/increase", increase),
+        Route("/admin/lost-writes", lost_writes),
+    ]
+    return Starlette(
+        routes=routes, middleware=[Middleware(AdminAuthMiddleware, token=token)], lifespan=lifespan
+    )
+
+
+def _acknowledged_key(content: bytes) -> str | None:
+    """The idempotency key of a payment the cell acknowledged (committed), else None."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("acknowledged") is not True:
+        return None
+    key = data.get("idempotency_key")
+    return key if isinstance(key, str) else None

@@ -1,0 +1,74 @@
+"""The `chaosemergence` command: `serve` runs the reference system in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chaosemergence.app.auth import load_or_create_token
+    from chaosemergence.app.gateway import create_gateway_app
+    from chaosemergence.app.settings import SystemSettings, default_state_dir, token_file_for_port
+    from chaosemergence.app.supervisor import Supervisor
+
+    try:
+        settings = SystemSettings(
+            cells=args.cells, port=args.port, host=args.host,
+            state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
+            seed=args.seed,
+        )
+    except ValueError as error:
+        print(f"chaosemergence serve: {error}", file=sys.stderr)
+        return 2
+    token_file = token_file_for_port(settings.port, settings.state_dir)
+    token = load_or_create_token(token_file)
+    supervisor = Supervisor(settings, token, settings.state_dir / f"run-{settings.port}")
+    try:
+        supervisor.start()
+        app = create_gateway_app(supervisor, token)
+        _leave_signals_to_uvicorn()
+        print(
+            f"chaosemergence: gateway on http://{settings.host}:{settings.port} with "
+            f"{settings.cells} cells; admin token in {token_file}",
+            flush=True,
+        )
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+            loop="uvloop", http="httptools", timeout_graceful_shutdown=5,
+        )
+    finally:
+        supervisor.stop()
+    return 0
+
+
+def _leave_signals_to_uvicorn() -> None:
+    # uvicorn handles SIGINT/SIGTERM (graceful shutdown), then re-raises the signal to the
+    # handler that was there before; a no-op there lets `finally` stop the cells cleanly.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chaosemergence", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the reference system (gateway + cells)")
+    serve.add_argument("--cells", type=int, default=10, help="number of cell processes (default 10)")
+    serve.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    serve.add_argument("--state-dir", default=None, help="tokens, databases, logs")
+    serve.add_argument("--seed", type=int, default=7, help="seed of every random generator")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Control: start the reference system before the experiment (if none answers), stop it after.
+
+Declared at experiment level:
+
+    controls:
+      - name: reference-system
+        provider:
+          type: python
+          module: chaosemergence.controls.reference_system
+          arguments: {cells: 10}
+
+It only ever stops what it started, and it records the experiment's start time in the
+configuration (`emergence_experiment_started_at`) for `check_defense_activation`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+from chaoslib.exceptions import InterruptExecution
+from chaoslib.types import Configuration, Experiment, Journal, Secrets
+
+from chaosemergence.activity import parse_switch
+from chaosemergence.client import AdminClient
+from chaosemergence.settings import ExtensionSettings
+
+__all__ = ["after_experiment_control", "before_experiment_control", "cleanup_control"]
+
+logger = logging.getLogger("chaostoolkit")
+EXPERIMENT_START_KEY = "emergence_experiment_started_at"
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 20.0
+
+# The process this control started in this `chaos` process (None when it started nothing).
+_started: subprocess.Popen[bytes] | None = None
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_reference_system(settings: ExtensionSettings, cells: int, seed: int) -> subprocess.Popen[bytes]:
+    """Start `chaosemergence serve` for `settings.emergence_url` and wait until it answers."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / f"serve-{settings.port}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "chaosemergence.cli", "serve",
+                "--cells", str(cells), "--port", str(settings.port),
+                "--state-dir", str(settings.state_dir), "--seed", str(seed),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={k: v for k, v in os.environ.items()},
+        )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise InterruptExecution(
+                f"the reference system exited with {process.returncode} at start; see {log_path}"
+            )
+        if _answers(settings.emergence_url):
+            return process
+        time.sleep(0.2)
+    stop_process(process)
+    raise InterruptExecution(
+        f"the reference system did not answer at {settings.emergence_url} within "
+        f"{READY_TIMEOUT:.0f} s; see {log_path}"
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (graceful: the gateway stops its cells), SIGKILL the group after a timeout."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def before_experiment_control(
+    context: Experiment,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    cells: int = 10,
+    seed: int = 7,
+    defenses: str | bool = "on",
+    **kwargs: Any,
+) -> None:
+    """Start the reference system unless one already answers, then switch defenses on or off.
+
+    `defenses` is "on" (default) or "off": "off" is the negative control, where the same
+    experiment must deviate.
+    """
+    global _started
+    if configuration is not None:
+        configuration[EXPERIMENT_START_KEY] = time.time()
+    settings = ExtensionSettings.from_chaos(configuration, secrets)
+    if _answers(settings.emergence_url):
+        logger.info("reference system already answers at %s: using it", settings.emergence_url)
+    else:
+        logger.info("starting the reference system (%d cells) at %s", cells, settings.emergence_url)
+        _started = start_reference_system(settings, int(cells), int(seed))
+    enabled = parse_switch("defenses", defenses)
+    AdminClient(settings).post(
+        "/admin/defenses", what="switch defenses", json={"enabled": enabled, "names": None}
+    )
+    logger.info("defenses %s", "on" if enabled else "off (negative control)")
+
+
+def after_experiment_control(
+    context: Experiment, state: Journal, configuration: Configuration = None,
+    secrets: Secrets = None, **kwargs: Any,
+) -> None:
+    """Stop the reference system if this control started it."""
+    cleanup_control()
+
+
+def cleanup_control() -> None:
+    """Stop what this control started (idempotent; also runs when the run is interrupted)."""
+    global _started
+    if _started is not None:
+        logger.info("stopping the reference system (pid %d)", _started.pid)
+        stop_process(_started)
+        _started = None

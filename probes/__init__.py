@@ -1,0 +1,190 @@
+"""Chaos Toolkit probes: numbers and booleans for YAML tolerances, read from the services.
+
+Windowed probes read the services' own metrics by default (`/admin/increase`, the same
+increase over a window that Prometheus' `increase()` gives); with `prometheus_url`
+configured, `latency_percentile` and `query_prometheus` ask Prometheus instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+
+from chaosemergence.activity import check_names, check_number
+from chaosemergence.client import AdminClient
+from chaosemergence.measure import bucket_counts, histogram_quantile, samples_total
+from chaosemergence.prometheus import query_scalar
+from chaosemergence.settings import ExtensionSettings
+
+__all__ = [
+    "measure_failure_radius",
+    "failure_radius_by_cell",
+    "check_defense_activation",
+    "latency_percentile",
+    "query_prometheus",
+    "retry_amplification",
+    "coalescing_ratio",
+    "lost_writes",
+    "defense_state",
+]
+
+logger = logging.getLogger("chaostoolkit")
+EXPERIMENT_START_KEY = "emergence_experiment_started_at"
+
+
+def _increase(window: float, configuration: Configuration, secrets: Secrets) -> list[dict[str, Any]]:
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    answer = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/increase", what="read metrics window", params={"seconds": seconds}
+    )
+    samples: list[dict[str, Any]] = answer["samples"]
+    return samples
+
+
+def _percent_failed(samples: list[dict[str, Any]], **labels: str) -> float:
+    total = samples_total(samples, "emergence_requests_total", **labels)
+    failed = samples_total(samples, "emergence_requests_total", outcome="failure", **labels)
+    return round(100.0 * failed / total, 3) if total else 0.0
+
+
+def measure_failure_radius(
+    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Percentage of user requests that failed (5xx or no answer) in the last `window` seconds."""
+    samples = _increase(window, configuration, secrets)
+    if not samples_total(samples, "emergence_requests_total"):
+        logger.warning("measure_failure_radius: no user request in the last %ss", window)
+    return _percent_failed(samples)
+
+
+def failure_radius_by_cell(
+    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, float]:
+    """Percentage of failed user requests per cell in the last `window` seconds."""
+    samples = _increase(window, configuration, secrets)
+    cells = sorted(
+        {s["labels"]["cell"] for s in samples if s["name"] == "emergence_requests_total"}, key=int
+    )
+    return {cell: _percent_failed(samples, cell=cell) for cell in cells}
+
+
+def check_defense_activation(
+    defenses: list[str] | None = None,
+    since: float | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> bool:
+    """True when every named defense (all of them when null) activated since `since`.
+
+    `since` is epoch seconds; it defaults to the experiment's start (recorded by the
+    chaosemergence controls), else the reference system's start.
+    """
+    names = check_names(defenses)
+    client = AdminClient.from_chaos(configuration, secrets)
+    if since is None:
+        since = (configuration or {}).get(EXPERIMENT_START_KEY)
+    answer = client.get(
+        "/admin/events", what="read defense events", params={"since": since or 0}
+    )
+    if names is None:
+        state = client.get("/admin/state", what="read defense state")
+        names = sorted({n for c in state["cells"] if c["state"] for n in c["state"].get("defenses", {})})
+    activated = {e["defense"] for e in answer["events"] if e["kind"] == "activated"}
+    missing = [n for n in names if n not in activated]
+    counts: dict[str, int] = {}
+    for event in answer["events"]:
+        if event["kind"] == "activated":
+            counts[event["defense"]] = counts.get(event["defense"], 0) + 1
+    for name, count in sorted(counts.items()):
+        first = next(e for e in answer["events"] if e["defense"] == name and e["kind"] == "activated")
+        logger.info("defense %s activated %d time(s); first in cell %s: %s",
+                    name, count, first["cell"], first["reason"])
+    if missing:
+        logger.warning("defenses that did not activate: %s", ", ".join(missing))
+    return not missing
+
+
+def latency_percentile(
+    quantile: float = 0.99,
+    window: float = 30,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
+    """The `quantile` of user-visible latency over the last `window` seconds, in milliseconds.
+
+    From Prometheus when `prometheus_url` is configured, otherwise computed from the
+    gateway's own histogram the way `histogram_quantile` over a `rate()` window does.
+    0 when no request was served in the window.
+    """
+    q = check_number("quantile", quantile, 0, 1)
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    settings = ExtensionSettings.from_chaos(configuration, secrets)
+    if settings.prometheus_url:
+        query = (
+            f"histogram_quantile({q}, sum by (le) "
+            f"(rate(emergence_request_duration_seconds_bucket[{int(seconds)}s])))"
+        )
+        value = query_scalar(settings.prometheus_url, query, settings.timeout)
+    else:
+        samples = _increase(seconds, configuration, secrets)
+        value = histogram_quantile(q, bucket_counts(samples, "emergence_request_duration_seconds"))
+    return 0.0 if math.isnan(value) else round(value * 1000.0, 3)
+
+
+def query_prometheus(query: str, configuration: Configuration = None, secrets: Secrets = None) -> float:
+    """Run a PromQL query against `prometheus_url`; its value as a float (scalar or one sample)."""
+    settings = ExtensionSettings.from_chaos(configuration, secrets)
+    if not settings.prometheus_url:
+        raise ActivityFailed("query_prometheus needs prometheus_url in the configuration")
+    if not isinstance(query, str) or not query.strip():
+        raise ActivityFailed(f"query must be a non-empty PromQL string, got {query!r}")
+    return query_scalar(settings.prometheus_url, query, settings.timeout)
+
+
+def retry_amplification(
+    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Dependency attempts (retries included) per user request over the last `window` seconds."""
+    samples = _increase(window, configuration, secrets)
+    requests = samples_total(samples, "emergence_requests_total")
+    attempts = samples_total(samples, "emergence_dependency_attempts_total")
+    gateway_retries = samples_total(samples, "emergence_gateway_retries_total")
+    if not requests:
+        return 0.0
+    # Every user request costs one dependency call when nothing is retried.
+    return round((attempts + gateway_retries) / requests, 3)
+
+
+def coalescing_ratio(
+    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Backend computations per cache-miss request over the last `window` seconds (1 = no coalescing)."""
+    samples = _increase(window, configuration, secrets)
+    misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
+    computations = samples_total(samples, "emergence_backend_computations_total")
+    return round(computations / misses, 3) if misses else 0.0
+
+
+def lost_writes(configuration: Configuration = None, secrets: Secrets = None) -> int:
+    """Number of acknowledged payments missing from the cells' databases (should be 0)."""
+    answer = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/lost-writes", what="count lost writes"
+    )
+    unreadable = {c: v for c, v in answer["cells"].items() if "error" in v}
+    if unreadable:
+        raise ActivityFailed(f"lost_writes: cannot read cells {sorted(unreadable)}: {unreadable}")
+    return int(answer["lost_writes"])
+
+
+def defense_state(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
+    """The whole defense picture (breakers, faults, switches, dependencies) as a dict."""
+    state: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/state", what="read defense state"
+    )
+    state["read_at"] = time.time()
+    return state

@@ -1,0 +1,35 @@
+"""Chaos Toolkit rollbacks: put the reference system back the way it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chaoslib.types import Configuration, Secrets
+
+from chaosemergence.client import AdminClient
+
+__all__ = ["reset_all_defenses", "clear_faults"]
+
+
+def reset_all_defenses(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
+    """Reset everything: clear faults, close breakers, restore jitter, re-enable every defense.
+
+    Also restarts killed cells. Idempotent: safe to run twice or with nothing to reset.
+    """
+    answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
+        "/admin/reset", what="reset all defenses"
+    )
+    cells = answer["cells"]
+    return {
+        "restarted_cells": answer["restarted"],
+        "faults_cleared": sum(c.get("faults_cleared", 0) for c in cells.values()),
+        "cells_reset": sum(1 for c in cells.values() if "error" not in c),
+    }
+
+
+def clear_faults(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
+    """Remove every injected fault from every cell now, before its expiry."""
+    answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).request(
+        "DELETE", "/admin/faults", what="clear faults"
+    )
+    return answer
