@@ -1,7 +1,5 @@
 """Chaos Toolkit actions: inject faults and switch defenses through the admin API."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets
@@ -10,13 +8,13 @@ from chaosemergence.activity import check_cells, check_names, check_number, pars
 from chaosemergence.client import AdminClient
 
 __all__ = [
-    "inject_timeouts",
-    "inject_latency",
     "inject_errors",
+    "inject_latency",
+    "inject_timeouts",
     "invalidate_cache_globally",
+    "kill_cell",
     "remove_all_jitter",
     "restore_jitter",
-    "kill_cell",
     "set_defenses",
 ]
 
@@ -113,7 +111,9 @@ def _jitter(enabled: bool, configuration: Configuration, secrets: Secrets) -> di
     return {"cells": len(answer["cells"]), "jitter": enabled}
 
 
-def remove_all_jitter(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
+def remove_all_jitter(
+    configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, Any]:
     """Remove the jitter from every periodic timer and retry backoff (the cells fall in step)."""
     return _jitter(False, configuration, secrets)
 
@@ -123,7 +123,9 @@ def restore_jitter(configuration: Configuration = None, secrets: Secrets = None)
     return _jitter(True, configuration, secrets)
 
 
-def kill_cell(cell: int, configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
+def kill_cell(
+    cell: int, configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, Any]:
     """Kill one cell's process (SIGKILL): its users get 503, the other cells are untouched."""
     index = int(check_number("cell", cell, 0, 63))
     answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(

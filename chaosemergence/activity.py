@@ -9,7 +9,9 @@ from chaoslib.exceptions import ActivityFailed
 __all__ = ["check_cells", "check_names", "check_number", "parse_switch"]
 
 
-def check_number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+def check_number(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False
+) -> float:
     """`value` as a float when low <(=) value <= high; ActivityFailed naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         try:
@@ -29,8 +31,10 @@ def check_cells(cells: Any) -> list[int] | None:
         return None
     if isinstance(cells, int) and not isinstance(cells, bool):
         cells = [cells]
-    if not isinstance(cells, list) or not cells or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cells
+    if (
+        not isinstance(cells, list)
+        or not cells
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cells)
     ):
         raise ActivityFailed(f"cells must be null or a list of cell indexes, got {cells!r}")
     return cells

@@ -20,7 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = SystemSettings(
-            cells=args.cells, port=args.port, host=args.host,
+            cells=args.cells,
+            port=args.port,
+            host=args.host,
             state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
             seed=args.seed,
         )
@@ -40,8 +42,14 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-            loop="uvloop", http="httptools", timeout_graceful_shutdown=5,
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+            timeout_graceful_shutdown=5,
         )
     finally:
         supervisor.stop()
@@ -59,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaosemergence", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the reference system (gateway + cells)")
-    serve.add_argument("--cells", type=int, default=10, help="number of cell processes (default 10)")
+    serve.add_argument(
+        "--cells", type=int, default=10, help="number of cell processes (default 10)"
+    )
     serve.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     serve.add_argument("--state-dir", default=None, help="tokens, databases, logs")

@@ -37,15 +37,21 @@ class AdminClient:
                 f"{what}: {method} {url} got no answer within {self.settings.timeout:.0f} s"
             ) from None
         except httpx.HTTPError as error:
-            raise ActivityFailed(f"{what}: {method} {url} failed: {type(error).__name__}: {error}") from None
+            raise ActivityFailed(
+                f"{what}: {method} {url} failed: {type(error).__name__}: {error}"
+            ) from None
         if response.status_code == 401:
-            raise ActivityFailed(f"{what}: {method} {url} answered 401: wrong or missing admin token")
+            raise ActivityFailed(
+                f"{what}: {method} {url} answered 401: wrong or missing admin token"
+            )
         if response.status_code >= 400:
             try:
                 detail = response.json().get("error", response.text)
             except ValueError:
                 detail = response.text
-            raise ActivityFailed(f"{what}: {method} {url} answered {response.status_code}: {detail}")
+            raise ActivityFailed(
+                f"{what}: {method} {url} answered {response.status_code}: {detail}"
+            )
         return response.json()
 
     def get(self, path: str, *, what: str, **kwargs: Any) -> Any:

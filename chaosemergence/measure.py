@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["histogram_quantile", "samples_total", "bucket_counts"]
+__all__ = ["bucket_counts", "histogram_quantile", "samples_total"]
 
 Sample = Mapping[str, Any]
 

@@ -32,4 +32,6 @@ def query_scalar(url: str, query: str, timeout: float) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ActivityFailed(f"query {query!r} against {url} returned non-number {value!r}") from None
+        raise ActivityFailed(
+            f"query {query!r} against {url} returned non-number {value!r}"
+        ) from None

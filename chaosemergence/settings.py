@@ -46,7 +46,9 @@ class ExtensionSettings:
         cls, configuration: dict[str, Any] | None, secrets: dict[str, Any] | None
     ) -> ExtensionSettings:
         config = configuration or {}
-        url = str(config.get("emergence_url") or os.environ.get("CHAOSEMERGENCE_URL") or DEFAULT_URL)
+        url = str(
+            config.get("emergence_url") or os.environ.get("CHAOSEMERGENCE_URL") or DEFAULT_URL
+        )
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ActivityFailed(f"emergence_url must be an http(s) URL, got {url!r}")

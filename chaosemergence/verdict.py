@@ -15,9 +15,16 @@ def summarize(journal: dict[str, Any]) -> tuple[bool, list[str]]:
     states = journal.get("steady_states") or {}
     before = (states.get("before") or {}).get("steady_state_met")
     after = (states.get("after") or {}).get("steady_state_met")
-    failed = [r["activity"]["name"] for r in journal.get("run", []) if r.get("status") != "succeeded"]
-    ok = journal.get("status") == "completed" and not journal.get("deviated") and bool(before) \
-        and bool(after) and not failed
+    failed = [
+        r["activity"]["name"] for r in journal.get("run", []) if r.get("status") != "succeeded"
+    ]
+    ok = (
+        journal.get("status") == "completed"
+        and not journal.get("deviated")
+        and bool(before)
+        and bool(after)
+        and not failed
+    )
     lines = [
         f"experiment: {journal.get('experiment', {}).get('title')}",
         f"status: {journal.get('status')}  deviated: {journal.get('deviated')}",
@@ -30,7 +37,9 @@ def summarize(journal: dict[str, Any]) -> tuple[bool, list[str]]:
                 f"(tolerance met: {probe.get('tolerance_met')})"
             )
     for run in journal.get("run", []):
-        lines.append(f"  [method] {run['activity']['name']}: {run.get('status')} -> {run.get('output')!r}")
+        lines.append(
+            f"  [method] {run['activity']['name']}: {run.get('status')} -> {run.get('output')!r}"
+        )
     if failed:
         lines.append(f"failed activities: {', '.join(failed)}")
     lines.append("verdict: " + ("OK - the defenses held" if ok else "NOT OK"))

@@ -5,8 +5,6 @@ increase over a window that Prometheus' `increase()` gives); with `prometheus_ur
 configured, `latency_percentile` and `query_prometheus` ask Prometheus instead.
 """
 
-from __future__ import annotations
-
 import logging
 import math
 import time
@@ -22,22 +20,24 @@ from chaosemergence.prometheus import query_scalar
 from chaosemergence.settings import ExtensionSettings
 
 __all__ = [
-    "measure_failure_radius",
-    "failure_radius_by_cell",
     "check_defense_activation",
+    "coalescing_ratio",
+    "defense_state",
+    "failure_radius_by_cell",
     "latency_percentile",
+    "lost_writes",
+    "measure_failure_radius",
     "query_prometheus",
     "retry_amplification",
-    "coalescing_ratio",
-    "lost_writes",
-    "defense_state",
 ]
 
 logger = logging.getLogger("chaostoolkit")
 EXPERIMENT_START_KEY = "emergence_experiment_started_at"
 
 
-def _increase(window: float, configuration: Configuration, secrets: Secrets) -> list[dict[str, Any]]:
+def _increase(
+    window: float, configuration: Configuration, secrets: Secrets
+) -> list[dict[str, Any]]:
     seconds = check_number("window", window, 0, 900, low_open=True)
     answer = AdminClient.from_chaos(configuration, secrets).get(
         "/admin/increase", what="read metrics window", params={"seconds": seconds}
@@ -88,12 +88,12 @@ def check_defense_activation(
     client = AdminClient.from_chaos(configuration, secrets)
     if since is None:
         since = (configuration or {}).get(EXPERIMENT_START_KEY)
-    answer = client.get(
-        "/admin/events", what="read defense events", params={"since": since or 0}
-    )
+    answer = client.get("/admin/events", what="read defense events", params={"since": since or 0})
     if names is None:
         state = client.get("/admin/state", what="read defense state")
-        names = sorted({n for c in state["cells"] if c["state"] for n in c["state"].get("defenses", {})})
+        names = sorted(
+            {n for c in state["cells"] if c["state"] for n in c["state"].get("defenses", {})}
+        )
     activated = {e["defense"] for e in answer["events"] if e["kind"] == "activated"}
     missing = [n for n in names if n not in activated]
     counts: dict[str, int] = {}
@@ -101,9 +101,16 @@ def check_defense_activation(
         if event["kind"] == "activated":
             counts[event["defense"]] = counts.get(event["defense"], 0) + 1
     for name, count in sorted(counts.items()):
-        first = next(e for e in answer["events"] if e["defense"] == name and e["kind"] == "activated")
-        logger.info("defense %s activated %d time(s); first in cell %s: %s",
-                    name, count, first["cell"], first["reason"])
+        first = next(
+            e for e in answer["events"] if e["defense"] == name and e["kind"] == "activated"
+        )
+        logger.info(
+            "defense %s activated %d time(s); first in cell %s: %s",
+            name,
+            count,
+            first["cell"],
+            first["reason"],
+        )
     if missing:
         logger.warning("defenses that did not activate: %s", ", ".join(missing))
     return not missing
@@ -130,13 +137,16 @@ def latency_percentile(
             f"(rate(emergence_request_duration_seconds_bucket[{int(seconds)}s])))"
         )
         value = query_scalar(settings.prometheus_url, query, settings.timeout)
+        logger.info("latency_percentile: q%s from Prometheus at %s", q, settings.prometheus_url)
     else:
         samples = _increase(seconds, configuration, secrets)
         value = histogram_quantile(q, bucket_counts(samples, "emergence_request_duration_seconds"))
     return 0.0 if math.isnan(value) else round(value * 1000.0, 3)
 
 
-def query_prometheus(query: str, configuration: Configuration = None, secrets: Secrets = None) -> float:
+def query_prometheus(
+    query: str, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
     """Run a PromQL query against `prometheus_url`; its value as a float (scalar or one sample)."""
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     if not settings.prometheus_url:
@@ -163,7 +173,7 @@ def retry_amplification(
 def coalescing_ratio(
     window: float = 30, configuration: Configuration = None, secrets: Secrets = None
 ) -> float:
-    """Backend computations per cache-miss request over the last `window` seconds (1 = no coalescing)."""
+    """Backend computations per cache-miss request in the last `window` s (1 = no coalescing)."""
     samples = _increase(window, configuration, secrets)
     misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
     computations = samples_total(samples, "emergence_backend_computations_total")

@@ -1,17 +1,17 @@
 """Chaos Toolkit rollbacks: put the reference system back the way it was."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
 from chaosemergence.client import AdminClient
 
-__all__ = ["reset_all_defenses", "clear_faults"]
+__all__ = ["clear_faults", "reset_all_defenses"]
 
 
-def reset_all_defenses(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
+def reset_all_defenses(
+    configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, Any]:
     """Reset everything: clear faults, close breakers, restore jitter, re-enable every defense.
 
     Also restarts killed cells. Idempotent: safe to run twice or with nothing to reset.

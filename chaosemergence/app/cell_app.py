@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,23 @@ from chaosemergence.app.metrics import CellCollector
 from chaosemergence.app.window import MetricWindow
 
 __all__ = ["create_cell_app", "json_body", "reply_response"]
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON where non-finite floats (inf, nan) become null instead of an exception."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(_finite(content))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def reply_response(reply: Reply) -> JSONResponse:
@@ -122,11 +140,11 @@ def create_cell_app(
         return JSONResponse(service.reset())
 
     async def state(_: Request) -> Response:
-        return JSONResponse(service.state())
+        return SafeJSONResponse(service.state())
 
     async def events(request: Request) -> Response:
         since = float(request.query_params.get("since", "0"))
-        return JSONResponse([e.as_dict() for e in service.events.since(since)])
+        return SafeJSONResponse([e.as_dict() for e in service.events.since(since)])
 
     async def increase(request: Request) -> Response:
         seconds = float(request.query_params.get("seconds", "30"))

@@ -34,7 +34,11 @@ async def _serve(args: argparse.Namespace) -> None:
     app = create_cell_app(service, os.environ[TOKEN_ENV])
     sock = socket.socket(fileno=args.fd)
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, loop="uvloop", http="httptools",
+        app,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)

@@ -9,6 +9,7 @@ so negative-control experiments can watch the failure loops close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -48,6 +49,7 @@ DEFENSES: tuple[str, ...] = (
     "jitter",
 )
 PREWARM_KEYS = 20
+MAX_GROWTH = 100.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ class CellService:
             )
             for name in self.dependencies
         }
-        self.budgets = {name: RetryBudget(clock=clock, events=self.events) for name in self.dependencies}
+        self.budgets = {
+            name: RetryBudget(clock=clock, events=self.events) for name in self.dependencies
+        }
         self.coalescer = SingleFlight("request_coalescing")
         self._jittered = FullJitterBackoff(base=0.02, cap=0.2, rng=self.rng)
         self._unjittered = ExponentialBackoff(base=0.02, cap=0.2)
@@ -213,8 +217,13 @@ class CellService:
         except (DependencyError, CircuitOpenError) as error:
             return Reply(
                 503,
-                {"error": f"payment provider failed: {error}", "idempotency_key": idempotency_key,
-                 "status": "pending", "acknowledged": True, "cell": self.index},
+                {
+                    "error": f"payment provider failed: {error}",
+                    "idempotency_key": idempotency_key,
+                    "status": "pending",
+                    "acknowledged": True,
+                    "cell": self.index,
+                },
                 1,
             )
         status = "pending" if degraded else "settled"
@@ -222,8 +231,12 @@ class CellService:
             await self.store.set_payment_status(idempotency_key, status)
         return Reply(
             201 if status == "settled" else 202,
-            {"idempotency_key": idempotency_key, "status": status, "acknowledged": True,
-             "cell": self.index},
+            {
+                "idempotency_key": idempotency_key,
+                "status": status,
+                "acknowledged": True,
+                "cell": self.index,
+            },
         )
 
     async def recommendations(self, user_id: str) -> Reply:
@@ -239,12 +252,16 @@ class CellService:
         if degraded:
             return Reply(200, {**degraded, "user_id": user_id, "cell": self.index})
         items = [f"item-{(sum(map(ord, user_id)) * 31 + i) % 997}" for i in range(3)]
-        return Reply(200, {"items": items, "degraded": False, "user_id": user_id, "cell": self.index})
+        return Reply(
+            200, {"items": items, "degraded": False, "user_id": user_id, "cell": self.index}
+        )
 
     def _note_coalescing(self) -> None:
         now = self._clock()
         if now - self._last_coalesce_event > 5.0:
-            self.events.record("request_coalescing", "activated", "concurrent misses shared one computation")
+            self.events.record(
+                "request_coalescing", "activated", "concurrent misses shared one computation"
+            )
         self._last_coalesce_event = now
 
     # -------------------------------------------------------- background work
@@ -255,10 +272,8 @@ class CellService:
         await asyncio.sleep(self.rng.uniform(0, interval))
         while True:
             self.self_calls["periodic"] += 1
-            try:
+            with contextlib.suppress(DependencyError, CircuitOpenError):
                 await self.call_dependency("recommendations", None)
-            except (DependencyError, CircuitOpenError):
-                pass
             await asyncio.sleep(self._next_interval(interval))
 
     def _next_interval(self, interval: float) -> float:
@@ -278,8 +293,11 @@ class CellService:
         total_attempts = sum(self.attempts.values()) - sum(self._prev_attempts.values())
         total_retries = sum(self.retries.values()) - sum(self._prev_retries.values())
         retry_rate = total_retries / total_attempts if total_attempts else 0.0
-        growth = retry_rate / self._prev_retry_rate if self._prev_retry_rate > 0 else (
-            math.inf if retry_rate > 0 else 1.0
+        # Growth from zero is "a lot", capped so it stays a finite, JSON-able number.
+        growth = (
+            min(MAX_GROWTH, retry_rate / self._prev_retry_rate)
+            if self._prev_retry_rate > 0
+            else (MAX_GROWTH if retry_rate > 0 else 1.0)
         )
         load = max(dep.utilization for dep in self.dependencies.values())
         signals = EmergenceSignals(retry_rate=retry_rate, retry_growth=growth, load=load)
@@ -301,7 +319,9 @@ class CellService:
         removed = self.cache.invalidate()
         prewarmed = 0
         if self.enabled["cache_prewarming"] and hottest:
-            self.events.record("cache_prewarming", "activated", f"prewarming {len(hottest)} hot keys")
+            self.events.record(
+                "cache_prewarming", "activated", f"prewarming {len(hottest)} hot keys"
+            )
             results = await asyncio.gather(
                 *(self.profile(key.split(":", 1)[1]) for key in hottest), return_exceptions=True
             )
@@ -339,7 +359,11 @@ class CellService:
                 name: {"in_flight": d.in_flight, "waiting": d.waiting, **vars(d.stats)}
                 for name, d in self.dependencies.items()
             },
-            "cache": {"entries": len(self.cache), "hits": self.cache.hits, "misses": self.cache.misses},
+            "cache": {
+                "entries": len(self.cache),
+                "hits": self.cache.hits,
+                "misses": self.cache.misses,
+            },
             "coalescing": {"computations": self.computations, "coalesced": self.coalesced},
         }
 

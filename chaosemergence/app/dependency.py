@@ -25,6 +25,7 @@ __all__ = [
     "SimulatedDependency",
 ]
 
+
 class DependencyError(Exception):
     """The dependency answered with an error."""
 
@@ -101,7 +102,9 @@ class SimulatedDependency:
         except TimeoutError:
             done.cancel()  # tells the server its caller is gone
             self.stats.timeouts += 1
-            raise DependencyTimeout(f"{self.name}: no answer within {deadline * 1000:.0f} ms") from None
+            raise DependencyTimeout(
+                f"{self.name}: no answer within {deadline * 1000:.0f} ms"
+            ) from None
         except asyncio.CancelledError:
             done.cancel()
             raise

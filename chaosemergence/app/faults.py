@@ -56,11 +56,15 @@ def validate_fault_request(body: dict[str, Any], dependencies: Iterable[str]) ->
     if isinstance(duration, bool) or not isinstance(duration, int | float):
         raise ValueError(f"duration must be a number of seconds, got {duration!r}")
     if not 0 < duration <= MAX_FAULT_DURATION_SECONDS:
-        raise ValueError(f"duration must be in (0, {MAX_FAULT_DURATION_SECONDS:.0f}], got {duration}")
+        raise ValueError(
+            f"duration must be in (0, {MAX_FAULT_DURATION_SECONDS:.0f}], got {duration}"
+        )
     dependency = body.get("dependency", "all")
     known = sorted(dependencies)
     if dependency != "all" and dependency not in known:
-        raise ValueError(f"dependency must be 'all' or one of {', '.join(known)}, got {dependency!r}")
+        raise ValueError(
+            f"dependency must be 'all' or one of {', '.join(known)}, got {dependency!r}"
+        )
     latency_ms = body.get("latency_ms", 0)
     if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float) or latency_ms < 0:
         raise ValueError(f"latency_ms must be a number >= 0, got {latency_ms!r}")

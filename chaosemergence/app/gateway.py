@@ -86,6 +86,10 @@ def create_gateway_app(
         for attempt in range(attempts):
             if attempt:
                 metrics.gateway_retries.inc()
+            if not target.alive:
+                # The supervisor holds the cell's socket: don't queue on a dead process.
+                content = f'{{"error": "cell {cell} is down"}}'.encode()
+                continue
             try:
                 answer = await client.request(
                     request.method,
@@ -132,7 +136,10 @@ def create_gateway_app(
                 return index, {"error": "cell is down"}
             try:
                 answer = await client.request(
-                    method, f"{cell.url}{path}", headers=headers, timeout=ADMIN_FANOUT_TIMEOUT,
+                    method,
+                    f"{cell.url}{path}",
+                    headers=headers,
+                    timeout=ADMIN_FANOUT_TIMEOUT,
                     **kwargs,
                 )
                 return index, answer.json()
@@ -193,15 +200,22 @@ def create_gateway_app(
                     raise ValueError("names must be a list of defense names or null")
                 unknown = [n for n in names if n not in DEFENSES]
                 if unknown:
-                    raise ValueError(f"names: unknown defense(s) {unknown}; known: {', '.join(DEFENSES)}")
+                    raise ValueError(
+                        f"names: unknown defense(s) {unknown}; known: {', '.join(DEFENSES)}"
+                    )
         except ValueError as error:
             return _bad_request(str(error))
         if names is None or "retry_budget" in names:
             # Without the retry budget, the gateway retries too: retries at two layers.
             naive_retries["enabled"] = not enabled
         results = await fan_out("POST", "/admin/defenses", json=body)
-        return JSONResponse({"enabled": enabled, "names": names or list(DEFENSES),
-                             "cells": {str(i): r for i, r in results.items()}})
+        return JSONResponse(
+            {
+                "enabled": enabled,
+                "names": names or list(DEFENSES),
+                "cells": {str(i): r for i, r in results.items()},
+            }
+        )
 
     async def kill_cell(request: Request) -> Response:
         index = request.path_params["index"]
@@ -218,26 +232,36 @@ def create_gateway_app(
         restarted = await asyncio.to_thread(supervisor.restart_dead)
         naive_retries["enabled"] = False
         results = await fan_out("POST", "/admin/reset")
-        return JSONResponse({"restarted": restarted, "cells": {str(i): r for i, r in results.items()}})
+        return JSONResponse(
+            {"restarted": restarted, "cells": {str(i): r for i, r in results.items()}}
+        )
 
     async def state(_: Request) -> Response:
         results = await fan_out("GET", "/admin/state")
-        return JSONResponse({
-            "started_at": started_at,
-            "gateway": {"naive_retries": naive_retries["enabled"], "cells": settings.cells},
-            "cells": [
-                {"index": c.index, "url": c.url, "alive": c.alive, "restarts": c.restarts,
-                 "state": results.get(c.index)}
-                for c in supervisor.cells
-            ],
-        })
+        return JSONResponse(
+            {
+                "started_at": started_at,
+                "gateway": {"naive_retries": naive_retries["enabled"], "cells": settings.cells},
+                "cells": [
+                    {
+                        "index": c.index,
+                        "url": c.url,
+                        "alive": c.alive,
+                        "restarts": c.restarts,
+                        "state": results.get(c.index),
+                    }
+                    for c in supervisor.cells
+                ],
+            }
+        )
 
     async def events(request: Request) -> Response:
         since = request.query_params.get("since", "0")
         results = await fan_out("GET", "/admin/events", params={"since": since})
         merged = [
             {**event, "cell": index}
-            for index, answer in results.items() if isinstance(answer, list)
+            for index, answer in results.items()
+            if isinstance(answer, list)
             for event in answer
         ]
         merged.sort(key=lambda e: e["at"])
@@ -263,8 +287,11 @@ def create_gateway_app(
         for index, keys in acknowledged.items():
             if not keys:
                 continue
-            answer = (await fan_out("POST", "/admin/payments/missing", [index],
-                                    json={"keys": sorted(keys)}))[index]
+            answer = (
+                await fan_out(
+                    "POST", "/admin/payments/missing", [index], json={"keys": sorted(keys)}
+                )
+            )[index]
             if "error" in answer:
                 per_cell[str(index)] = answer
                 continue
@@ -281,7 +308,9 @@ def create_gateway_app(
 
     async def targets(_: Request) -> Response:
         # Prometheus file_sd / http_sd format: every process's /metrics.
-        urls = [f"{settings.host}:{settings.port}"] + [c.url.removeprefix("http://") for c in supervisor.cells]
+        urls = [f"{settings.host}:{settings.port}"] + [
+            c.url.removeprefix("http://") for c in supervisor.cells
+        ]
         return JSONResponse([{"targets": urls, "labels": {"job": "chaosemergence"}}])
 
     @contextlib.asynccontextmanager

@@ -58,14 +58,18 @@ class CellCollector(Collector):
         cell = self._cell
         label = str(cell.index)
         attempts = CounterMetricFamily(
-            "emergence_dependency_attempts", "Attempts made to a dependency, retries included.",
+            "emergence_dependency_attempts",
+            "Attempts made to a dependency, retries included.",
             labels=["cell", "dependency"],
         )
         retries = CounterMetricFamily(
-            "emergence_dependency_retries", "Retries made to a dependency.", labels=["cell", "dependency"]
+            "emergence_dependency_retries",
+            "Retries made to a dependency.",
+            labels=["cell", "dependency"],
         )
         outcomes = CounterMetricFamily(
-            "emergence_dependency_results", "Dependency attempts by result.",
+            "emergence_dependency_results",
+            "Dependency attempts by result.",
             labels=["cell", "dependency", "result"],
         )
         fallbacks = CounterMetricFamily(
@@ -78,7 +82,8 @@ class CellCollector(Collector):
             "emergence_dependency_queue_depth", "Calls queued.", labels=["cell", "dependency"]
         )
         breaker = GaugeMetricFamily(
-            "emergence_breaker_state", "0 closed, 1 open, 2 half-open, 3 emergency.",
+            "emergence_breaker_state",
+            "0 closed, 1 open, 2 half-open, 3 emergency.",
             labels=["cell", "dependency"],
         )
         for name, dep in cell.dependencies.items():
@@ -86,8 +91,11 @@ class CellCollector(Collector):
             retries.add_metric([label, name], cell.retries[name])
             stats = dep.stats
             for result, value in (
-                ("success", stats.succeeded), ("timeout", stats.timeouts), ("error", stats.errors),
-                ("overloaded", stats.overloaded), ("wasted", stats.wasted),
+                ("success", stats.succeeded),
+                ("timeout", stats.timeouts),
+                ("error", stats.errors),
+                ("overloaded", stats.overloaded),
+                ("wasted", stats.wasted),
             ):
                 outcomes.add_metric([label, name, result], value)
             fallbacks.add_metric([label, name], cell.fallbacks[name])
@@ -117,7 +125,9 @@ class CellCollector(Collector):
             self_calls.add_metric([label, kind], value)
         yield self_calls
         enabled = GaugeMetricFamily(
-            "emergence_defense_enabled", "1 when the defense is switched on.", labels=["cell", "defense"]
+            "emergence_defense_enabled",
+            "1 when the defense is switched on.",
+            labels=["cell", "defense"],
         )
         for name, on in cell.enabled.items():
             enabled.add_metric([label, name], 1.0 if on else 0.0)

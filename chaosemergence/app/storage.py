@@ -75,7 +75,9 @@ class CellStore:
         return created
 
     def _set_status(self, key: str, status: str) -> None:
-        self._conn.execute("UPDATE payments SET status = ? WHERE idempotency_key = ?", (status, key))
+        self._conn.execute(
+            "UPDATE payments SET status = ? WHERE idempotency_key = ?", (status, key)
+        )
 
     async def set_payment_status(self, key: str, status: str) -> None:
         await self._run(self._set_status, key, status)

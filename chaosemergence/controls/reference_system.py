@@ -49,16 +49,27 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_reference_system(settings: ExtensionSettings, cells: int, seed: int) -> subprocess.Popen[bytes]:
+def start_reference_system(
+    settings: ExtensionSettings, cells: int, seed: int
+) -> subprocess.Popen[bytes]:
     """Start `chaosemergence serve` for `settings.emergence_url` and wait until it answers."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.state_dir / f"serve-{settings.port}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "chaosemergence.cli", "serve",
-                "--cells", str(cells), "--port", str(settings.port),
-                "--state-dir", str(settings.state_dir), "--seed", str(seed),
+                sys.executable,
+                "-m",
+                "chaosemergence.cli",
+                "serve",
+                "--cells",
+                str(cells),
+                "--port",
+                str(settings.port),
+                "--state-dir",
+                str(settings.state_dir),
+                "--seed",
+                str(seed),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -123,8 +134,11 @@ def before_experiment_control(
 
 
 def after_experiment_control(
-    context: Experiment, state: Journal, configuration: Configuration = None,
-    secrets: Secrets = None, **kwargs: Any,
+    context: Experiment,
+    state: Journal,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
 ) -> None:
     """Stop the reference system if this control started it."""
     cleanup_control()

@@ -22,7 +22,7 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaosemergence.settings import ExtensionSettings
-from chaosemergence.traffic.runner import TrafficSpec, TrafficError, start_traffic, stop_traffic
+from chaosemergence.traffic.runner import TrafficError, TrafficSpec, start_traffic, stop_traffic
 
 __all__ = [
     "after_experiment_control",
@@ -61,30 +61,45 @@ def before_experiment_control(
     state_dir = traffic_state_dir(settings)
     try:
         spec = TrafficSpec(
-            target_url=settings.emergence_url, users=int(users), spawn_rate=float(spawn_rate),
-            duration=float(duration), shape=shape, workers=int(workers),
+            target_url=settings.emergence_url,
+            users=int(users),
+            spawn_rate=float(spawn_rate),
+            duration=float(duration),
+            shape=shape,
+            workers=int(workers),
         )
         stop_traffic(state_dir)  # a run left behind by a killed `chaos` process
         start_traffic(spec, state_dir)
     except (ValueError, TrafficError) as error:
         raise InterruptExecution(f"traffic control: {error}") from None
     _running = state_dir
-    logger.info("traffic: %d users (%s) against %s; warming up %ss", users, shape,
-                settings.emergence_url, warmup)
+    logger.info(
+        "traffic: %d users (%s) against %s; warming up %ss",
+        users,
+        shape,
+        settings.emergence_url,
+        warmup,
+    )
     time.sleep(float(warmup))
 
 
 def after_rollback_control(
-    context: Experiment, state: Any, configuration: Configuration = None,
-    secrets: Secrets = None, **kwargs: Any,
+    context: Experiment,
+    state: Any,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
 ) -> None:
     """Stop the traffic once the rollbacks have run."""
     cleanup_control()
 
 
 def after_experiment_control(
-    context: Experiment, state: Journal, configuration: Configuration = None,
-    secrets: Secrets = None, **kwargs: Any,
+    context: Experiment,
+    state: Journal,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
 ) -> None:
     """Stop the traffic if it is still running (no rollbacks, or an aborted run)."""
     cleanup_control()

@@ -6,10 +6,40 @@ injected ``clock`` (and ``rng`` where it draws), records activations in an
 """
 
 from .breaker import BreakerConfig, BreakerState, CircuitBreaker
+from .control_loop import (
+    PATTERNS,
+    ControlLoop,
+    ControlLoopConfig,
+    LoopInputs,
+    LoopReport,
+    PatternDetector,
+)
+from .correlation import (
+    CorrelationLevel,
+    CorrelationReading,
+    LoadSeries,
+    align,
+    correlation_level,
+    max_pairwise_correlation,
+    pearson,
+)
 from .errors import CircuitOpenError, DefenseError, LoadShedError
 from .events import DefenseEvent, EventLog
+from .graph import average_clustering, betweenness_centrality, density, interaction_complexity
+from .guardrails import GcPressureBreaker, GuardrailLevel, MemoryGuardrail, PredictiveRestart
 from .hashring import HashRing, stable_hash
 from .jitter import Jitter, adaptive_factor
+from .metastable import (
+    RESTORE_STEPS,
+    MetastableCondition,
+    MetastableDetector,
+    MetastableThresholds,
+    RecoveryAction,
+    RecoveryPhase,
+    StagedRecovery,
+    StuckState,
+    SystemState,
+)
 from .retry import (
     Backoff,
     DecorrelatedJitterBackoff,
@@ -18,15 +48,43 @@ from .retry import (
     RetryBudget,
     RetryPolicy,
 )
+from .shedding import (
+    PRIORITIES,
+    ComplexityBudget,
+    ComplexityInputs,
+    ComplexityWeights,
+    LoadShedder,
+    ShedDecision,
+    ShedLevel,
+)
 from .signals import EmergenceSignals, EmergenceThresholds
 from .singleflight import SingleFlight
+from .throttle import AdaptiveThrottle
+from .xfetch import (
+    HotKeyTracker,
+    ProbabilisticExpiry,
+    StampedeDetector,
+    StampedeSignals,
+    should_refresh,
+)
 
 __all__ = [
+    "PATTERNS",
+    "PRIORITIES",
+    "RESTORE_STEPS",
+    "AdaptiveThrottle",
     "Backoff",
     "BreakerConfig",
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpenError",
+    "ComplexityBudget",
+    "ComplexityInputs",
+    "ComplexityWeights",
+    "ControlLoop",
+    "ControlLoopConfig",
+    "CorrelationLevel",
+    "CorrelationReading",
     "DecorrelatedJitterBackoff",
     "DefenseError",
     "DefenseEvent",
@@ -35,12 +93,44 @@ __all__ = [
     "EventLog",
     "ExponentialBackoff",
     "FullJitterBackoff",
+    "GcPressureBreaker",
+    "GuardrailLevel",
     "HashRing",
+    "HotKeyTracker",
     "Jitter",
+    "LoadSeries",
     "LoadShedError",
+    "LoadShedder",
+    "LoopInputs",
+    "LoopReport",
+    "MemoryGuardrail",
+    "MetastableCondition",
+    "MetastableDetector",
+    "MetastableThresholds",
+    "PatternDetector",
+    "PredictiveRestart",
+    "ProbabilisticExpiry",
+    "RecoveryAction",
+    "RecoveryPhase",
     "RetryBudget",
     "RetryPolicy",
+    "ShedDecision",
+    "ShedLevel",
     "SingleFlight",
+    "StagedRecovery",
+    "StampedeDetector",
+    "StampedeSignals",
+    "StuckState",
+    "SystemState",
     "adaptive_factor",
+    "align",
+    "average_clustering",
+    "betweenness_centrality",
+    "correlation_level",
+    "density",
+    "interaction_complexity",
+    "max_pairwise_correlation",
+    "pearson",
+    "should_refresh",
     "stable_hash",
 ]

@@ -52,7 +52,9 @@ class SlidingCounts:
 
     def add(self, now: float, field: int, amount: int = 1) -> None:
         """Add ``amount`` to counter ``field`` at time ``now``."""
-        head = self._advance(now)
+        head = int(now // self._width)
+        if head != self._head:
+            head = self._advance(now)
         self._buckets[head % self._size][field] += amount
         self._totals[field] += amount
 

@@ -37,6 +37,9 @@ class BreakerState(StrEnum):
     EMERGENCY = "emergency"
 
 
+_CLOSED = BreakerState.CLOSED
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
     """When a breaker trips, how long it stays open and how it probes for recovery.
@@ -116,6 +119,7 @@ class CircuitBreaker:
         self._events = events
         self._listeners = list(listeners)
         buckets = max(1, min(60, math.ceil(self.config.window_seconds)))
+        self._slow_seconds = self.config.slow_call_seconds
         # All fields below are guarded by the event loop: they are read and written only
         # in synchronous code, never across an await, so no lock is needed.
         self._enabled = enabled
@@ -191,34 +195,66 @@ class CircuitBreaker:
         self.calls += 1
         clock = self._clock
         start = clock()
+        if self._state is not _CLOSED:
+            return await self._call_guarded(operation, fallback, start)
+        # Fast path for CLOSED: no lock, no allocation; state is re-checked afterwards
+        # through the generation, since other calls may have changed it meanwhile.
         generation = self._generation
-        if self._state is BreakerState.CLOSED:
-            probe = False
-        else:
-            admitted = self._admit(start)
-            if admitted is None:
-                return await self._reject(fallback, start)
-            probe = admitted
-            generation = self._generation
         try:
             result = await operation()
         except Exception as exc:
-            if isinstance(exc, self.config.exclude):
-                self._record(generation, probe, clock(), start, failed=False)
-                raise
-            self.failures += 1
-            self._record(generation, probe, clock(), start, failed=True, error=exc)
-            if fallback is None:
-                raise
-            self.fallbacks += 1
-            return await fallback(exc)
+            return await self._failed(exc, generation, False, start, fallback)
+        end = clock()
+        if generation == self._generation:
+            if end - start < self._slow_seconds:
+                self._consecutive_failures = 0
+                self._window.add(end, _CALLS)
+            else:
+                self._record(generation, False, end, start, False, None)
+        return result
+
+    async def _call_guarded(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        fallback: Callable[[BaseException | None], Awaitable[T]] | None,
+        start: float,
+    ) -> T:
+        """Run a call outside CLOSED: admit it as a half-open probe or reject it."""
+        admitted = self._admit(start)
+        if admitted is None:
+            return await self._reject(fallback, start)
+        probe = admitted
+        generation = self._generation
+        try:
+            result = await operation()
+        except Exception as exc:
+            return await self._failed(exc, generation, probe, start, fallback)
         except BaseException:
             # Cancellation or interpreter exit: release a probe slot, judge nothing.
             if probe and generation == self._generation:
                 self._half_open_inflight -= 1
             raise
-        self._record(generation, probe, clock(), start, failed=False)
+        self._record(generation, probe, self._clock(), start, False, None)
         return result
+
+    async def _failed(
+        self,
+        exc: Exception,
+        generation: int,
+        probe: bool,
+        start: float,
+        fallback: Callable[[BaseException | None], Awaitable[T]] | None,
+    ) -> T:
+        """Account for a failed call, then serve the fallback or re-raise."""
+        if isinstance(exc, self.config.exclude):
+            self._record(generation, probe, self._clock(), start, False, None)
+            raise exc
+        self.failures += 1
+        self._record(generation, probe, self._clock(), start, True, exc)
+        if fallback is None:
+            raise exc
+        self.fallbacks += 1
+        return await fallback(exc)
 
     async def _reject(
         self, fallback: Callable[[BaseException | None], Awaitable[T]] | None, now: float
@@ -258,9 +294,8 @@ class CircuitBreaker:
         probe: bool,
         now: float,
         start: float,
-        *,
         failed: bool,
-        error: BaseException | None = None,
+        error: BaseException | None,
     ) -> None:
         if generation != self._generation:
             return  # the call started in an earlier state; its outcome no longer applies

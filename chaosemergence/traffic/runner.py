@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import ipaddress
 import json
 import math
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -51,7 +53,10 @@ LOCUSTFILE: Final[Path] = Path(__file__).resolve().parent / "locustfile.py"
 
 STATE_FILE: Final = "traffic.json"
 CSV_PREFIX: Final = "locust"
+FINAL_STATS: Final = "locust_final"
+"""Locust's ``--json-file`` prefix: it writes ``locust_final.json`` (it appends ``.json``)."""
 READY_FILE: Final = "locust.ready"
+LOCK_FILE: Final = "traffic.lock"
 
 MAX_USERS: Final = 5000
 MAX_DURATION_S: Final = 3600.0
@@ -225,8 +230,11 @@ class EndpointSummary:
 
 @dataclass(frozen=True)
 class TrafficSummary:
-    """What a run did, from Locust's ``locust_stats.csv`` (zeros when Locust wrote none).
+    """What a run did, from the final statistics Locust wrote.
 
+    ``source`` says which: ``"final"`` (``locust_final.json``, written when Locust shuts down
+    gracefully: complete), ``"periodic"`` (``locust_stats.csv``, rewritten every second while
+    it runs: misses up to the last second, used when Locust was killed) or ``"none"`` (zeros).
     ``endpoints`` is keyed by ``"<METHOD> <name>"``, e.g. ``"GET /users/[id]/profile"``;
     ``exit_codes`` maps each pid to its exit code, None where it was not this process's child.
     """
@@ -238,6 +246,7 @@ class TrafficSummary:
     exit_codes: dict[int, int | None]
     started_at: float
     stopped_at: float
+    source: str = "none"
 
     @property
     def failure_ratio(self) -> float:
@@ -255,6 +264,7 @@ class TrafficSummary:
             "exit_codes": {str(pid): code for pid, code in self.exit_codes.items()},
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
+            "source": self.source,
         }
 
 
@@ -268,30 +278,99 @@ def _float(value: str | None) -> float:
         return 0.0
 
 
-def _read_summary(
-    state_dir: Path, exit_codes: dict[int, int | None], started_at: float
-) -> TrafficSummary:
+def _percentile(response_times: dict[int, int], count: int, percent: float) -> float:
+    """Locust's own percentile over its rounded response-time histogram (ms)."""
+    target = int(count * percent)
+    processed = 0
+    for response_time in sorted(response_times, reverse=True):
+        processed += response_times[response_time]
+        if count - processed <= target:
+            return float(response_time)
+    return 0.0
+
+
+def _rate(count: int, first: float | None, last: float | None) -> float:
+    if not count or first is None or last is None or last <= first:
+        return 0.0
+    return count / (last - first)
+
+
+def _read_final(path: Path) -> tuple[int, int, float, dict[str, EndpointSummary]] | None:
+    """Totals and endpoints from Locust's ``--json-file`` output, None if absent or unreadable."""
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    endpoints: dict[str, EndpointSummary] = {}
+    requests = failures = 0
+    firsts: list[float] = []
+    lasts: list[float] = []
+    for entry in entries:
+        method, name = str(entry.get("method") or ""), str(entry.get("name") or "")
+        count, failed = int(entry.get("num_requests") or 0), int(entry.get("num_failures") or 0)
+        timed = count - int(entry.get("num_none_requests") or 0)
+        times = {int(float(k)): int(v) for k, v in (entry.get("response_times") or {}).items()}
+        first, last = entry.get("start_time"), entry.get("last_request_timestamp")
+        if first is not None and last is not None:
+            firsts.append(float(first))
+            lasts.append(float(last))
+        endpoints[f"{method} {name}"] = EndpointSummary(
+            method=method,
+            name=name,
+            requests=count,
+            failures=failed,
+            rps=_rate(count, first, last),
+            median_ms=_percentile(times, timed, 0.5),
+            p99_ms=_percentile(times, timed, 0.99),
+        )
+        requests += count
+        failures += failed
+    rps = _rate(requests, min(firsts, default=None), max(lasts, default=None))
+    return requests, failures, rps, endpoints
+
+
+def _read_periodic(path: Path) -> tuple[int, int, float, dict[str, EndpointSummary]] | None:
+    """Totals and endpoints from Locust's ``--csv`` stats file, None if absent."""
     requests = failures = 0
     rps = 0.0
     endpoints: dict[str, EndpointSummary] = {}
-    path = state_dir / f"{CSV_PREFIX}_stats.csv"
-    with contextlib.suppress(FileNotFoundError), path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            count = int(_float(row.get("Request Count")))
-            failed = int(_float(row.get("Failure Count")))
-            if row.get("Name") == "Aggregated":
-                requests, failures, rps = count, failed, _float(row.get("Requests/s"))
-                continue
-            method, name = row.get("Type") or "", row.get("Name") or ""
-            endpoints[f"{method} {name}"] = EndpointSummary(
-                method=method,
-                name=name,
-                requests=count,
-                failures=failed,
-                rps=_float(row.get("Requests/s")),
-                median_ms=_float(row.get("Median Response Time")),
-                p99_ms=_float(row.get("99%")),
-            )
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return None
+    for row in rows:
+        count = int(_float(row.get("Request Count")))
+        failed = int(_float(row.get("Failure Count")))
+        if row.get("Name") == "Aggregated":
+            requests, failures, rps = count, failed, _float(row.get("Requests/s"))
+            continue
+        method, name = row.get("Type") or "", row.get("Name") or ""
+        endpoints[f"{method} {name}"] = EndpointSummary(
+            method=method,
+            name=name,
+            requests=count,
+            failures=failed,
+            rps=_float(row.get("Requests/s")),
+            median_ms=_float(row.get("50%")),
+            p99_ms=_float(row.get("99%")),
+        )
+    return requests, failures, rps, endpoints
+
+
+def _read_summary(
+    state_dir: Path, exit_codes: dict[int, int | None], started_at: float
+) -> TrafficSummary:
+    source = "final"
+    found = _read_final(state_dir / f"{FINAL_STATS}.json")
+    if found is None:
+        source = "periodic"
+        found = _read_periodic(state_dir / f"{CSV_PREFIX}_stats.csv")
+    if found is None:
+        source, found = "none", (0, 0, 0.0, {})
+    requests, failures, rps, endpoints = found
     return TrafficSummary(
         requests=requests,
         failures=failures,
@@ -300,6 +379,7 @@ def _read_summary(
         exit_codes=exit_codes,
         started_at=started_at,
         stopped_at=time.time(),
+        source=source,
     )
 
 
@@ -416,11 +496,11 @@ def _free_port() -> int:
 # -- the state file ---------------------------------------------------------------------------
 
 
-def _state_path(state_dir: Path) -> Path:
+def _state_path(state_dir: Path | str) -> Path:
     return Path(state_dir) / STATE_FILE
 
 
-def _read_state(state_dir: Path) -> dict[str, Any] | None:
+def _read_state(state_dir: Path | str) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads(_state_path(state_dir).read_text())
     except FileNotFoundError:
@@ -480,7 +560,9 @@ class TrafficRun:
 
 
 def _environment(spec: TrafficSpec, deadline: float, ready_file: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    # Locust reads LOCUST_* variables as options (and LOCUST_SKIP_MONKEY_PATCH...): the run is
+    # what the spec says, not what the caller's environment happens to hold.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LOCUST_")}
     env.update(
         {
             profiles.ENV_SHAPE: spec.shape,
@@ -537,8 +619,23 @@ def _launch(
     return _Proc(role=role, pid=popen.pid, create_time=create_time), popen
 
 
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``state_dir`` (start and stop from several processes serialize).
+
+    The lock file is never deleted: deleting a flock'ed file would let two holders coexist.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def start_traffic(
-    spec: TrafficSpec, state_dir: Path, *, ready_timeout: float | None = 30.0
+    spec: TrafficSpec, state_dir: Path | str, *, ready_timeout: float | None = 30.0
 ) -> TrafficRun:
     """Start Locust traffic as subprocesses and record them in ``<state_dir>/traffic.json``.
 
@@ -551,7 +648,15 @@ def start_traffic(
         msg = f"spec: must be a TrafficSpec, got {type(spec).__name__}"
         raise TypeError(msg)
     state_dir = Path(state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(state_dir):
+        run, procs = _start(spec, state_dir)
+    if ready_timeout is not None:
+        _wait_ready(run, procs, state_dir / READY_FILE, ready_timeout)
+    return run
+
+
+def _start(spec: TrafficSpec, state_dir: Path) -> tuple[TrafficRun, list[_Proc]]:
+    """Launch the processes and write the state file; the caller holds the lock."""
     previous = traffic_status(state_dir)
     if previous["running"]:
         msg = (
@@ -561,8 +666,8 @@ def start_traffic(
         raise TrafficError(msg)
     if previous["state_file"]:
         # A finished run nobody stopped: clear it so its results cannot be mistaken for ours.
-        stop_traffic(state_dir, timeout=5)
-    for stale in state_dir.glob(f"{CSV_PREFIX}_*.csv"):
+        _stop(state_dir, timeout=5)
+    for stale in [*state_dir.glob(f"{CSV_PREFIX}_*.csv"), state_dir / f"{FINAL_STATS}.json"]:
         stale.unlink(missing_ok=True)
     ready_file = state_dir / READY_FILE
     ready_file.unlink(missing_ok=True)
@@ -581,6 +686,7 @@ def start_traffic(
         "--run-time", f"{spec.run_time_s}s",
         "--stop-timeout", str(LOCUST_STOP_TIMEOUT_S),
         "--csv", str(state_dir / CSV_PREFIX),
+        "--json-file", str(state_dir / FINAL_STATS),
         "--only-summary",
     ]  # fmt: skip
     master_port: int | None = None
@@ -622,11 +728,11 @@ def start_traffic(
             popens.append(popen)
         failed = False
     finally:
-        # Record whatever did start, so that stop_traffic can always clean up.
+        # Record whatever did start, so that a stop can always clean up.
         state["processes"] = [proc.as_dict() for proc in procs]
         _write_state(state_dir, state)
         if failed:
-            stop_traffic(state_dir, timeout=10)
+            _stop(state_dir, timeout=10)
 
     run = TrafficRun(
         spec=spec,
@@ -637,12 +743,11 @@ def start_traffic(
         master_port=master_port,
         _popens=popens,
     )
-    if ready_timeout is not None:
-        _wait_ready(run, procs, ready_file, ready_timeout)
-    return run
+    return run, procs
 
 
 def _wait_ready(run: TrafficRun, procs: list[_Proc], ready_file: Path, timeout: float) -> None:
+    """Return once Locust signalled the test started; else stop the run and raise."""
     until = time.monotonic() + timeout
     while not ready_file.exists():
         exited = [(proc, popen) for proc, popen in zip(procs, run._popens, strict=True)
@@ -663,17 +768,25 @@ def _wait_ready(run: TrafficRun, procs: list[_Proc], ready_file: Path, timeout: 
         time.sleep(0.05)
 
 
-def stop_traffic(state_dir: Path, timeout: float = 15) -> TrafficSummary | None:
+def stop_traffic(state_dir: Path | str, timeout: float = 15) -> TrafficSummary | None:
     """Stop the traffic recorded in ``state_dir`` and return its summary; None if there is none.
 
     Works from any process: it reads the pids from the state file and only signals processes
     that still are the Locust processes it started (same pid, same start time, same command).
-    The master (or the local process) gets SIGINT, then SIGTERM, then SIGKILL, within
-    ``timeout`` seconds; workers get time to follow the master's quit message, then the same
-    escalation. A run that already ended by itself is summarized and cleared the same way.
+    The master (or the local process) gets SIGINT, then SIGTERM, then SIGKILL, within about
+    ``timeout`` seconds; workers get time to follow the master's quit message, then SIGTERM and
+    SIGKILL. A run that already ended by itself is summarized and cleared the same way.
     Raises :class:`TrafficError` if a process survives SIGKILL (the state file is kept).
     """
     state_dir = Path(state_dir).resolve()
+    if not _state_path(state_dir).exists():
+        return None
+    with _locked(state_dir):
+        return _stop(state_dir, timeout)
+
+
+def _stop(state_dir: Path, timeout: float) -> TrafficSummary | None:
+    """Stop and summarize the recorded run; the caller holds the lock."""
     state = _read_state(state_dir)
     if state is None:
         return None
@@ -702,7 +815,7 @@ def stop_traffic(state_dir: Path, timeout: float = 15) -> TrafficSummary | None:
     return summary
 
 
-def traffic_status(state_dir: Path) -> dict[str, Any]:
+def traffic_status(state_dir: Path | str) -> dict[str, Any]:
     """Whether traffic recorded in ``state_dir`` is running, with its pids and which are alive.
 
     Keys: ``running`` (bool), ``state_file`` (bool: a run is recorded, finished or not),

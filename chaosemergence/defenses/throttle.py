@@ -1,0 +1,129 @@
+"""Client-side adaptive throttling: reject locally before an overloaded backend has to."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from ._types import Clock, T
+from ._window import SlidingCounts
+from .errors import LoadShedError
+from .events import EventLog
+
+__all__ = ["AdaptiveThrottle"]
+
+DEFENSE = "adaptive_throttle"
+_REQUESTS, _ACCEPTS = 0, 1
+
+
+class AdaptiveThrottle:
+    """The SRE book's client-side throttle over a sliding window.
+
+    Each request is rejected locally with probability
+    ``max(0, (requests - k * accepts) / (requests + 1))`` where ``requests`` counts every
+    attempt (local rejections included) and ``accepts`` those the backend accepted,
+    both over the last ``window_seconds`` (the book uses two minutes and k = 2).
+    """
+
+    def __init__(
+        self,
+        k: float = 2.0,
+        window_seconds: float = 120.0,
+        *,
+        name: str = DEFENSE,
+        rejected_on: tuple[type[BaseException], ...] = (Exception,),
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        events: EventLog | None = None,
+        enabled: bool = True,
+    ) -> None:
+        if k < 1.0 or window_seconds <= 0:
+            msg = f"need k >= 1 and window_seconds > 0, got {k=}, {window_seconds=}"
+            raise ValueError(msg)
+        self.name = name
+        self.k = k
+        self.rejected_on = rejected_on
+        self.enabled = enabled
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._events = events
+        # Guarded by the event loop (sync code only): requests and accepts per bucket.
+        self._counts = SlidingCounts(window_seconds, 2, 60)
+        self._throttling = False  # guarded by the event loop; True while p > 0
+        self.local_rejections = 0
+
+    def reject_probability(self) -> float:
+        """Return the current local rejection probability."""
+        requests, accepts = self._counts.totals(self._clock())
+        return max(0.0, (requests - self.k * accepts) / (requests + 1))
+
+    def allow(self) -> bool:
+        """Count one request and decide whether to send it (False = reject locally)."""
+        if not self.enabled:
+            return True
+        now = self._clock()
+        requests, accepts = self._counts.totals(now)
+        p = max(0.0, (requests - self.k * accepts) / (requests + 1))
+        self._counts.add(now, _REQUESTS)
+        self._note(p, requests, accepts)
+        if p > 0.0 and self._rng.random() < p:
+            self.local_rejections += 1
+            return False
+        return True
+
+    def record_accept(self) -> None:
+        """Count one request the backend accepted."""
+        if self.enabled:
+            self._counts.add(self._clock(), _ACCEPTS)
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation`` unless throttled; raise ``LoadShedError`` when rejected locally.
+
+        Errors in ``rejected_on`` mean the backend refused the request; anything else,
+        and success, count as accepted.
+        """
+        if not self.allow():
+            msg = f"rejected locally with probability {self.reject_probability():.2f}"
+            raise LoadShedError(self.name, msg)
+        try:
+            result = await operation()
+        except self.rejected_on:
+            raise
+        except Exception:
+            self.record_accept()
+            raise
+        self.record_accept()
+        return result
+
+    def _note(self, p: float, requests: int, accepts: int) -> None:
+        if p > 0.0 and not self._throttling:
+            self._throttling = True
+            if self._events is not None:
+                reason = f"backend accepted {accepts} of {requests} requests"
+                self._events.record(self.name, "activated", reason, probability=p)
+        elif p == 0.0 and self._throttling:
+            self._throttling = False
+            if self._events is not None:
+                reason = "backend accepts enough requests again"
+                self._events.record(self.name, "deactivated", reason, probability=p)
+
+    def reset(self) -> None:
+        """Forget the window and stop throttling."""
+        self._counts.clear()
+        self.local_rejections = 0
+        self._note(0.0, 0, 0)
+
+    def snapshot(self) -> dict[str, object]:
+        """Return the window counts and rejection probability as JSON-able data."""
+        requests, accepts = self._counts.totals(self._clock())
+        return {
+            "name": self.name,
+            "enabled": self.enabled,
+            "k": self.k,
+            "requests": requests,
+            "accepts": accepts,
+            "reject_probability": max(0.0, (requests - self.k * accepts) / (requests + 1)),
+            "throttling": self._throttling,
+            "local_rejections": self.local_rejections,
+        }

@@ -1,0 +1,176 @@
+"""Every activity against a real running reference system (no mocked HTTP)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from chaoslib.exceptions import ActivityFailed
+
+from chaosemergence import actions, probes, rollbacks
+from tests.conftest import RunningSystem, free_port
+
+
+def _faults(system: RunningSystem) -> list[list[dict[str, object]]]:
+    cells = system.admin("GET", "/admin/state").json()["cells"]
+    return [c["state"]["faults"] for c in cells if c["state"]]
+
+
+def test_inject_timeouts_returns_id_and_expiry(clean_system: RunningSystem) -> None:
+    """inject_timeouts puts a timeout fault in every cell and returns its id and expiry."""
+    before = time.time()
+    fault = actions.inject_timeouts(20, 60, configuration=clean_system.configuration)
+    assert fault["id"].startswith("fault-")
+    assert before + 59 <= fault["expires_at"] <= time.time() + 61
+    assert fault["cells"] == list(range(clean_system.cells))
+    assert all(
+        f[0]["kind"] == "timeout" and f[0]["percentage"] == 20 for f in _faults(clean_system)
+    )
+
+
+def test_percentage_150_is_rejected_before_anything_is_injected(
+    clean_system: RunningSystem,
+) -> None:
+    """A percentage of 150 raises ActivityFailed naming `percentage`; no cell gets a fault."""
+    with pytest.raises(ActivityFailed, match="percentage"):
+        actions.inject_timeouts(150, 60, configuration=clean_system.configuration)
+    assert all(f == [] for f in _faults(clean_system))
+
+
+def test_wrong_token_is_a_clear_401(clean_system: RunningSystem) -> None:
+    """A wrong admin token fails the activity with the 401 spelled out."""
+    with pytest.raises(ActivityFailed, match="401"):
+        actions.inject_timeouts(
+            10,
+            10,
+            configuration=clean_system.configuration,
+            secrets={"emergence": {"admin_token": "wrong"}},
+        )
+
+
+def test_unreachable_gateway_fails_fast_naming_the_url() -> None:
+    """An unreachable gateway raises ActivityFailed naming the URL, within the timeout."""
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ActivityFailed, match=url):
+        actions.invalidate_cache_globally(
+            configuration={"emergence_url": url, "emergence_timeout": 2},
+            secrets={"emergence": {"admin_token": "x"}},
+        )
+    assert time.monotonic() - started < 5
+
+
+def test_reset_all_defenses_is_idempotent(clean_system: RunningSystem) -> None:
+    """reset_all_defenses clears faults and switches, and is harmless when run twice."""
+    config = clean_system.configuration
+    actions.inject_errors(50, 60, configuration=config)
+    actions.set_defenses("off", ["circuit_breaker"], configuration=config)
+    actions.remove_all_jitter(configuration=config)
+    first = rollbacks.reset_all_defenses(configuration=config)
+    second = rollbacks.reset_all_defenses(configuration=config)
+    assert first["faults_cleared"] == clean_system.cells and second["faults_cleared"] == 0
+    state = clean_system.admin("GET", "/admin/state").json()["cells"]
+    assert all(all(c["state"]["defenses"].values()) for c in state)
+    assert not any(c["state"]["jitter_removed"] for c in state)
+
+
+def test_failure_radius_measures_a_dead_cell(clean_system: RunningSystem) -> None:
+    """With one of three cells killed, about a third of user requests fail, and only that cell's."""
+    config = clean_system.configuration
+    actions.kill_cell(2, configuration=config)
+    with httpx.Client(timeout=5) as client:
+        for i in range(150):
+            client.get(f"{clean_system.url}/users/r{i}/recommendations")
+    radius = probes.measure_failure_radius(window=10, configuration=config)
+    by_cell = probes.failure_radius_by_cell(window=10, configuration=config)
+    assert 15 <= radius <= 55
+    assert by_cell["2"] == 100.0 and by_cell["0"] == 0.0 and by_cell["1"] == 0.0
+
+
+def test_latency_percentile_from_the_services_own_histogram(clean_system: RunningSystem) -> None:
+    """p99 from the embedded path grows when latency is injected."""
+    config = clean_system.configuration
+    actions.set_defenses(False, configuration=config)
+    actions.inject_latency(400, 100, 30, dependency="recommendations", configuration=config)
+    with httpx.Client(timeout=10) as client:
+        for i in range(20):
+            client.get(f"{clean_system.url}/users/l{i}/recommendations")
+    p99 = probes.latency_percentile(0.99, window=10, configuration=config)
+    p50 = probes.latency_percentile(0.5, window=10, configuration=config)
+    assert p99 >= 400 and p50 >= 250
+
+
+def test_defense_activation_after_a_cache_invalidation(clean_system: RunningSystem) -> None:
+    """Invalidating warm caches prewarms hot keys: cache_prewarming activates, a breaker did not."""
+    config = clean_system.configuration
+    since = time.time()
+    with httpx.Client(timeout=5) as client:
+        for i in range(30):
+            client.get(f"{clean_system.url}/users/h{i % 10}/profile")
+    result = actions.invalidate_cache_globally(configuration=config)
+    assert result["removed"] >= 10 and result["prewarmed"] >= 10
+    assert probes.check_defense_activation(["cache_prewarming"], since=since, configuration=config)
+    assert not probes.check_defense_activation(
+        ["circuit_breaker"], since=since, configuration=config
+    )
+
+
+def test_bad_defense_name_is_rejected(clean_system: RunningSystem) -> None:
+    """set_defenses with an unknown name fails naming `names` and changes nothing."""
+    with pytest.raises(ActivityFailed, match="names"):
+        actions.set_defenses(
+            False, ["circuit_breaker", "nonsense"], configuration=clean_system.configuration
+        )
+    state = clean_system.admin("GET", "/admin/state").json()["cells"]
+    assert all(c["state"]["defenses"]["circuit_breaker"] for c in state)
+
+
+def test_retry_amplification_counts_retries(clean_system: RunningSystem) -> None:
+    """With errors on every call and naive retries, each request costs several attempts."""
+    config = clean_system.configuration
+    actions.set_defenses(False, configuration=config)
+    actions.inject_errors(100, 30, dependency="recommendations", configuration=config)
+    with httpx.Client(timeout=5) as client:
+        for i in range(20):
+            client.get(f"{clean_system.url}/users/x{i}/recommendations")
+    assert probes.retry_amplification(window=10, configuration=config) >= 3.0
+
+
+def test_discover_lists_every_activity() -> None:
+    """`chaos discover --no-install` lists the activities with docstrings and typed arguments."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chaostoolkit",
+            "--no-version-check",
+            "discover",
+            "--no-install",
+            "--no-system-info",
+            "--discovery-path",
+            "/dev/stdout",
+            "chaostoolkit-emergence",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    text = out.stdout
+    discovery = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    names = {a["name"]: a for a in discovery["activities"]}
+    for name in (
+        "inject_timeouts",
+        "invalidate_cache_globally",
+        "remove_all_jitter",
+        "measure_failure_radius",
+        "check_defense_activation",
+        "reset_all_defenses",
+    ):
+        assert names[name]["doc"]
+    percentage = next(a for a in names["inject_timeouts"]["arguments"] if a["name"] == "percentage")
+    assert percentage == {"name": "percentage", "default": 20, "type": "number"}
