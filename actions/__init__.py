@@ -2,10 +2,15 @@
 
 from typing import Any
 
+from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaosemergence.activity import check_cells, check_names, check_number, parse_switch
 from chaosemergence.client import AdminClient
+from chaosemergence.settings import ExtensionSettings, traffic_state_dir
+from chaosemergence.traffic.runner import TrafficError, TrafficSpec
+from chaosemergence.traffic.runner import start_traffic as _start_locust
+from chaosemergence.traffic.runner import stop_traffic as _stop_locust
 
 __all__ = [
     "inject_errors",
@@ -16,6 +21,8 @@ __all__ = [
     "remove_all_jitter",
     "restore_jitter",
     "set_defenses",
+    "start_traffic",
+    "stop_traffic",
 ]
 
 MAX_DURATION = 24 * 3600
@@ -148,3 +155,45 @@ def set_defenses(
         json={"enabled": switch, "names": check_names(names)},
     )
     return {"enabled": switch, "names": answer["names"]}
+
+
+def start_traffic(
+    users: int = 40,
+    spawn_rate: float = 20,
+    duration: float = 300,
+    shape: str = "steady",
+    workers: int = 0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Start Locust traffic against `emergence_url` (subprocesses; `workers` > 0: distributed).
+
+    Shapes: steady, spike, synchronized (every user fires in lockstep). The run stops by
+    itself after `duration` seconds; `stop_traffic` stops it earlier.
+    """
+    settings = ExtensionSettings.from_chaos(configuration, secrets)
+    try:
+        spec = TrafficSpec(
+            target_url=settings.emergence_url, users=users, spawn_rate=spawn_rate,
+            duration=duration, shape=shape, workers=workers,
+        )
+        state_dir = traffic_state_dir(settings)
+        _stop_locust(state_dir)  # a run left behind by a killed `chaos` process
+        run = _start_locust(spec, state_dir)
+    except (TypeError, ValueError, TrafficError) as error:
+        raise ActivityFailed(f"start_traffic against {settings.emergence_url}: {error}") from None
+    return {"pids": run.pids, "users": users, "shape": shape, "workers": workers,
+            "state_dir": str(state_dir)}
+
+
+def stop_traffic(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
+    """Stop the Locust traffic started for `emergence_url`; returns its request summary."""
+    settings = ExtensionSettings.from_chaos(configuration, secrets)
+    try:
+        summary = _stop_locust(traffic_state_dir(settings))
+    except TrafficError as error:
+        raise ActivityFailed(f"stop_traffic: {error}") from None
+    if summary is None:
+        return {"running": False}
+    return {"running": False, "requests": summary.requests, "failures": summary.failures,
+            "rps": round(summary.rps, 2)}

@@ -20,7 +20,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.settings import default_state_dir, token_file_for_port
 
-__all__ = ["DEFAULT_URL", "ExtensionSettings"]
+__all__ = ["DEFAULT_URL", "ExtensionSettings", "traffic_state_dir"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT = 10.0
@@ -79,3 +79,8 @@ class ExtensionSettings:
                 f"no admin token for {self.emergence_url}: set secrets emergence.admin_token or "
                 f"{TOKEN_ENV}, or start the reference system so it writes {path} ({error.strerror})"
             ) from None
+
+
+def traffic_state_dir(settings: ExtensionSettings) -> Path:
+    """Where the Locust run for this target keeps its pids, CSV stats and logs."""
+    return settings.state_dir / f"traffic-{settings.port}"

@@ -4,6 +4,7 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
+from chaosemergence.actions import stop_traffic
 from chaosemergence.client import AdminClient
 
 __all__ = ["clear_faults", "reset_all_defenses"]

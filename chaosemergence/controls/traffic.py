@@ -21,7 +21,7 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
-from chaosemergence.settings import ExtensionSettings
+from chaosemergence.settings import ExtensionSettings, traffic_state_dir
 from chaosemergence.traffic.runner import TrafficError, TrafficSpec, start_traffic, stop_traffic
 
 __all__ = [
@@ -29,18 +29,12 @@ __all__ = [
     "after_rollback_control",
     "before_experiment_control",
     "cleanup_control",
-    "traffic_state_dir",
 ]
 
 logger = logging.getLogger("chaostoolkit")
 
 # The state directory of the traffic this control started (None when none).
 _running: Path | None = None
-
-
-def traffic_state_dir(settings: ExtensionSettings) -> Path:
-    """Where the Locust run for this target keeps its pids, CSV stats and logs."""
-    return settings.state_dir / f"traffic-{settings.port}"
 
 
 def before_experiment_control(

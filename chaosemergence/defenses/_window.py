@@ -72,6 +72,11 @@ class SlidingCounts:
         self._advance(now)
         return self._totals[field]
 
+    def live_totals(self, now: float) -> list[int]:
+        """Return the running totals list itself (no copy; callers must not mutate it)."""
+        self._advance(now)
+        return self._totals
+
     def totals(self, now: float) -> tuple[int, ...]:
         """Return every counter summed over the window ending at ``now``."""
         self._advance(now)

@@ -193,7 +193,7 @@ class _Hysteresis:
 
     def update(self, value: float) -> bool | None:
         """Return True when it turns on, False when it turns off, None otherwise."""
-        if value > self.on or (value == self.on and self.on > 0):
+        if value >= self.on:
             self.below = 0
             if not self.active:
                 self.active = True

@@ -29,6 +29,9 @@ DEFENSE = "load_shedding"
 #: Request priorities, most important first. ``critical`` is never shed.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "medium", "low")
 
+_INDEX: dict[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
+_LOW = _INDEX["low"]
+
 #: Features the seed always preserves.
 CRITICAL_FEATURES: frozenset[str] = frozenset({"payments", "payment", "core", "auth"})
 
@@ -209,7 +212,9 @@ class LoadShedder:
         # All fields below are guarded by the event loop (sync code only).
         # Recent traffic per priority (index in PRIORITIES), preserved features excluded.
         self._mix = SlidingCounts(window_seconds, len(PRIORITIES), 10)
-        self._level = GREEN
+        self._base = GREEN  # the level the complexity score calls for
+        self._level = GREEN  # the effective level (base raised by any override)
+        self._sheddable: tuple[int, ...] = ()  # PRIORITIES indices the level sheds
         self._score = 0.0
         self._override = 0.0
         self._override_reason = ""
@@ -219,12 +224,7 @@ class LoadShedder:
 
     @property
     def level(self) -> ShedLevel:
-        """The current shedding level (an override raises it to at least its fraction)."""
-        if self._override > self._level.shed_fraction:
-            priorities = (
-                RED.priorities if self._override <= RED.shed_fraction else EMERGENCY.priorities
-            )
-            return ShedLevel("override", self._override, priorities, degraded=True)
+        """The effective shedding level (an override raises it to at least its fraction)."""
         return self._level
 
     @property
@@ -232,35 +232,18 @@ class LoadShedder:
         """The last complexity score given to ``update``."""
         return self._score
 
-    def update(self, score: float, reason: str = "") -> ShedLevel:
-        """Set the complexity score and switch to the level it calls for."""
-        self._score = score
-        self._level = self.budget.level(score)
-        self._sync_events(reason or f"complexity score {score:.2f}")
-        return self.level
-
-    def update_from(self, inputs: ComplexityInputs) -> ShedLevel:
-        """Score ``inputs`` with the budget and switch level."""
-        return self.update(self.budget.score(inputs))
-
-    def emergency_shed(self, fraction: float, reason: str = "emergency shed") -> None:
-        """Shed at least ``fraction`` of load until ``clear_override``."""
-        self._override = _clamp(fraction)
-        self._override_reason = reason
-        self._sync_events(reason)
-
-    def clear_override(self, reason: str = "override cleared") -> None:
-        """Go back to the level the complexity score calls for."""
-        self._override = 0.0
-        self._override_reason = ""
-        self._sync_events(reason)
-
-    def _sync_events(self, reason: str) -> None:
-        active = self.level.shed_fraction > 0.0
+    def _refresh(self, reason: str) -> None:
+        level = self._base
+        if self._override > level.shed_fraction:
+            wide = self._override > RED.shed_fraction
+            priorities = EMERGENCY.priorities if wide else RED.priorities
+            level = ShedLevel("override", self._override, priorities, degraded=True)
+        self._level = level
+        self._sheddable = tuple(i for i, p in enumerate(PRIORITIES) if p in level.priorities)
+        active = level.shed_fraction > 0.0
         if active != self._active:
             self._active = active
             if self._events is not None:
-                level = self.level
                 if active:
                     self._events.record(
                         self.name,
@@ -272,33 +255,64 @@ class LoadShedder:
                 else:
                     self._events.record(self.name, "deactivated", reason, level=level.name)
 
-    def probability(self, priority: str) -> float:
-        """Return the probability that a non-preserved request of ``priority`` is shed."""
-        level = self.level
-        if level.shed_fraction <= 0.0 or priority not in level.priorities:
-            return 0.0
-        counts = self._mix.totals(self._clock())
-        total = sum(counts)
-        sheddable = sum(c for p, c in zip(PRIORITIES, counts, strict=True) if p in level.priorities)
+    def update(self, score: float, reason: str = "") -> ShedLevel:
+        """Set the complexity score and switch to the level it calls for."""
+        self._score = score
+        self._base = self.budget.level(score)
+        self._refresh(reason or f"complexity score {score:.2f}")
+        return self._level
+
+    def update_from(self, inputs: ComplexityInputs) -> ShedLevel:
+        """Score ``inputs`` with the budget and switch level."""
+        return self.update(self.budget.score(inputs))
+
+    def emergency_shed(self, fraction: float, reason: str = "emergency shed") -> None:
+        """Shed at least ``fraction`` of load until ``clear_override``."""
+        self._override = _clamp(fraction)
+        self._override_reason = reason
+        self._refresh(reason)
+
+    def clear_override(self, reason: str = "override cleared") -> None:
+        """Go back to the level the complexity score calls for."""
+        self._override = 0.0
+        self._override_reason = ""
+        self._refresh(reason)
+
+    def _probability(self, now: float) -> float:
+        level = self._level
+        counts = self._mix.live_totals(now)
+        total = counts[0] + counts[1] + counts[2] + counts[3]
+        sheddable = 0
+        for i in self._sheddable:
+            sheddable += counts[i]
         if total == 0 or sheddable == 0:
             return level.shed_fraction
         return min(1.0, level.shed_fraction * total / sheddable)
+
+    def probability(self, priority: str) -> float:
+        """Return the probability that a non-preserved request of ``priority`` is shed."""
+        level = self._level
+        if level.shed_fraction <= 0.0 or priority not in level.priorities:
+            return 0.0
+        return self._probability(self._clock())
 
     def admit(self, priority: str = "medium", feature: str = "") -> bool:
         """Decide one request: True to serve it, False to shed it."""
         if not self.enabled:
             return True
-        if feature in self.preserve or priority == "critical":
+        if priority == "critical" or feature in self.preserve:
             self.admitted += 1
             return True
-        try:
-            index = PRIORITIES.index(priority)
-        except ValueError:
-            index = PRIORITIES.index("low")
-            priority = "low"
-        self._mix.add(self._clock(), index)
-        p = self.probability(priority)
-        if p > 0.0 and self._rng.random() < p:
+        index = _INDEX.get(priority)
+        if index is None:
+            index, priority = _LOW, "low"
+        now = self._clock()
+        self._mix.add(now, index)
+        level = self._level
+        if level.shed_fraction <= 0.0 or priority not in level.priorities:
+            self.admitted += 1
+            return True
+        if self._rng.random() < self._probability(now):
             self.shed += 1
             return False
         self.admitted += 1
@@ -320,7 +334,7 @@ class LoadShedder:
 
     def reset(self) -> None:
         """Return to green, clear the override and the traffic mix."""
-        self._level = GREEN
+        self._base = GREEN
         self._score = 0.0
         self._mix.clear()
         self.admitted = self.shed = 0

@@ -32,7 +32,11 @@ def make_loop(clock: FakeClock, events: EventLog, **kw: object) -> ControlLoop:
     shedder = LoadShedder(clock=clock, rng=random.Random(1), events=events)
     jitter = Jitter(rng=random.Random(2), events=events, adaptive_distribution="uniform")
     return ControlLoop(
-        breakers=[breaker], shedder=shedder, jitters=[jitter], clock=clock, events=events,
+        breakers=[breaker],
+        shedder=shedder,
+        jitters=[jitter],
+        clock=clock,
+        events=events,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -136,7 +140,9 @@ def test_complexity_score_drives_shedding_with_hysteresis(
 ) -> None:
     """A high complexity score sheds at once; shedding eases only after calm ticks."""
     loop = make_loop(clock, events)
-    hot = LoopInputs(complexity=ComplexityInputs(request_rate=1000, retry_amplification=3.0, unique_users=10_000))
+    hot = LoopInputs(
+        complexity=ComplexityInputs(request_rate=1000, retry_amplification=3.0, unique_users=10_000)
+    )
     cool = LoopInputs(complexity=ComplexityInputs())
     report = loop.tick(hot)
     assert report.complexity is not None and report.complexity >= 0.5

@@ -106,9 +106,7 @@ def test_each_indicator_fires_on_its_seed_threshold() -> None:
     """Miss rate > 0.2, rate > 5x baseline, waiters > 100, p99 > 10x p50."""
     detector = StampedeDetector()
     detector.observe(signals())  # baseline 100 req/s
-    fired = detector.indicators(
-        signals(miss_rate=0.21, request_rate=501, waiters=101, p99=101.0)
-    )
+    fired = detector.indicators(signals(miss_rate=0.21, request_rate=501, waiters=101, p99=101.0))
     assert fired == ("miss_rate", "request_rate", "waiters", "latency")
     assert detector.indicators(signals(miss_rate=0.2, request_rate=500, waiters=100, p99=100)) == ()
 
