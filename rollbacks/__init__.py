@@ -2,9 +2,9 @@
 
 from typing import Any
 
+from chaosemergence.actions import stop_traffic as stop_traffic
 from chaoslib.types import Configuration, Secrets
 
-from chaosemergence.actions import stop_traffic
 from chaosemergence.client import AdminClient
 
 __all__ = ["clear_faults", "reset_all_defenses"]
