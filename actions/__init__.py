@@ -174,16 +174,25 @@ def start_traffic(
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     try:
         spec = TrafficSpec(
-            target_url=settings.emergence_url, users=users, spawn_rate=spawn_rate,
-            duration=duration, shape=shape, workers=workers,
+            target_url=settings.emergence_url,
+            users=users,
+            spawn_rate=spawn_rate,
+            duration=duration,
+            shape=shape,
+            workers=workers,
         )
         state_dir = traffic_state_dir(settings)
         _stop_locust(state_dir)  # a run left behind by a killed `chaos` process
         run = _start_locust(spec, state_dir)
     except (TypeError, ValueError, TrafficError) as error:
         raise ActivityFailed(f"start_traffic against {settings.emergence_url}: {error}") from None
-    return {"pids": run.pids, "users": users, "shape": shape, "workers": workers,
-            "state_dir": str(state_dir)}
+    return {
+        "pids": run.pids,
+        "users": users,
+        "shape": shape,
+        "workers": workers,
+        "state_dir": str(state_dir),
+    }
 
 
 def stop_traffic(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
@@ -195,5 +204,9 @@ def stop_traffic(configuration: Configuration = None, secrets: Secrets = None) -
         raise ActivityFailed(f"stop_traffic: {error}") from None
     if summary is None:
         return {"running": False}
-    return {"running": False, "requests": summary.requests, "failures": summary.failures,
-            "rps": round(summary.rps, 2)}
+    return {
+        "running": False,
+        "requests": summary.requests,
+        "failures": summary.failures,
+        "rps": round(summary.rps, 2),
+    }

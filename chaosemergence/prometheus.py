@@ -18,7 +18,10 @@ def query_scalar(url: str, query: str, timeout: float) -> float:
         result = prom.custom_query(query)
     except Exception as error:  # the client raises requests' and its own exceptions
         raise ActivityFailed(f"query {query!r} against {url} failed: {error}") from None
-    if isinstance(result, list):
+    # A scalar comes back as [timestamp, "value"]; a vector as a list of {metric, value}.
+    if isinstance(result, list) and len(result) == 2 and isinstance(result[1], str):
+        value = result[1]
+    elif isinstance(result, list):
         if not result:
             return math.nan
         if len(result) > 1:
@@ -28,7 +31,7 @@ def query_scalar(url: str, query: str, timeout: float) -> float:
             )
         value = result[0]["value"][1]
     else:
-        value = result[1]
+        raise ActivityFailed(f"query {query!r} against {url} returned {result!r}, not a number")
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -40,8 +40,12 @@ class _Guard:
     """The watching thread; `breach` holds what tripped it (None while all is well)."""
 
     def __init__(
-        self, limit: float, window: float, interval: float,
-        configuration: Configuration, secrets: Secrets,
+        self,
+        limit: float,
+        window: float,
+        interval: float,
+        configuration: Configuration,
+        secrets: Secrets,
     ) -> None:
         self.limit, self.window, self.interval = limit, window, interval
         self._configuration, self._secrets = configuration, secrets
@@ -65,7 +69,9 @@ class _Guard:
                 self.breach = radius
                 logger.error(
                     "safeguard: failure radius %.1f%% over the last %ss exceeds %.1f%%: aborting",
-                    radius, self.window, self.limit,
+                    radius,
+                    self.window,
+                    self.limit,
                 )
                 exit_gracefully()
                 return
@@ -103,8 +109,13 @@ def before_method_control(
     global _guard
     cleanup_control()
     limit = check_number("max_failure_radius", max_failure_radius, 0, 100)
-    _guard = _Guard(limit, check_number("window", window, 0, 900, low_open=True),
-                    check_number("interval", interval, 0, 2, low_open=True), configuration, secrets)
+    _guard = _Guard(
+        limit,
+        check_number("window", window, 0, 900, low_open=True),
+        check_number("interval", interval, 0, 2, low_open=True),
+        configuration,
+        secrets,
+    )
     _guard.start()
     logger.info("safeguard: aborting if more than %.1f%% of requests fail", limit)
 
