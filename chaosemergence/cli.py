@@ -15,6 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from chaosemergence.app.auth import load_or_create_token
     from chaosemergence.app.gateway import create_gateway_app
+    from chaosemergence.app.overrides import apply_overrides, load_overrides
     from chaosemergence.app.settings import SystemSettings, default_state_dir, token_file_for_port
     from chaosemergence.app.supervisor import Supervisor
 
@@ -26,7 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
             state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
             seed=args.seed,
         )
-    except ValueError as error:
+        if args.config:
+            settings = apply_overrides(settings, load_overrides(Path(args.config)))
+    except (ValueError, OSError) as error:
         print(f"chaosemergence serve: {error}", file=sys.stderr)
         return 2
     token_file = token_file_for_port(settings.port, settings.state_dir)
@@ -74,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     serve.add_argument("--state-dir", default=None, help="tokens, databases, logs")
     serve.add_argument("--seed", type=int, default=7, help="seed of every random generator")
+    serve.add_argument(
+        "--config",
+        default=None,
+        help="YAML/JSON file of settings overrides, e.g. "
+        "'dependencies: {recommendations: {concurrency: 2}}' (see docs/architecture.md)",
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)

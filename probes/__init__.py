@@ -13,26 +13,33 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosemergence.activity import check_names, check_number
+from chaosemergence.activity import check_cells, check_names, check_number
 from chaosemergence.client import AdminClient
 from chaosemergence.measure import bucket_counts, histogram_quantile, samples_total
 from chaosemergence.prometheus import query_scalar
 from chaosemergence.settings import ExtensionSettings
 
 __all__ = [
+    "cache_hit_rate",
     "check_defense_activation",
     "coalescing_ratio",
     "defense_state",
     "failure_radius_by_cell",
+    "failure_radius_outside",
+    "goodput",
+    "latency_growth",
     "latency_percentile",
     "lost_writes",
     "measure_failure_radius",
+    "metastable_state",
     "query_prometheus",
     "retry_amplification",
+    "service_correlation",
 ]
 
 logger = logging.getLogger("chaostoolkit")
 EXPERIMENT_START_KEY = "emergence_experiment_started_at"
+BASELINE_KEY = "emergence_baseline_samples"
 
 
 def _increase(
@@ -198,3 +205,91 @@ def defense_state(configuration: Configuration = None, secrets: Secrets = None) 
     )
     state["read_at"] = time.time()
     return state
+
+
+def cache_hit_rate(
+    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Share of profile cache lookups that hit, over the last `window` seconds (0..1)."""
+    samples = _increase(window, configuration, secrets)
+    hits = samples_total(samples, "emergence_cache_requests_total", result="hit")
+    misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
+    return round(hits / (hits + misses), 4) if hits + misses else 0.0
+
+
+def goodput(
+    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Successful user requests per second over the last `window` seconds."""
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    samples = _increase(seconds, configuration, secrets)
+    ok = samples_total(samples, "emergence_requests_total", outcome="success")
+    return round(ok / seconds, 3)
+
+
+def latency_growth(
+    quantile: float = 0.99,
+    window: float = 30,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
+    """The `quantile` latency of the last `window` s divided by its steady-state value.
+
+    Steady state is the window just before the method started (recorded by the
+    reference_system control); before the method, the ratio is 1 by definition.
+    """
+    q = check_number("quantile", quantile, 0, 1)
+    baseline = (configuration or {}).get(BASELINE_KEY)
+    if not baseline:
+        return 1.0
+    name = "emergence_request_duration_seconds"
+    now = histogram_quantile(q, bucket_counts(_increase(window, configuration, secrets), name))
+    before = histogram_quantile(q, bucket_counts(baseline, name))
+    if math.isnan(now):
+        return 0.0
+    if math.isnan(before) or before <= 0:
+        raise ActivityFailed("latency_growth: the baseline window holds no request")
+    return round(now / before, 3)
+
+
+def service_correlation(
+    window: float = 60, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Largest pairwise correlation of the cells' self-generated load on the shared dependency.
+
+    Periodic jobs and retries: the load jitter can move (user traffic is left out).
+    """
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    answer = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/correlation", what="read service correlation", params={"window": seconds}
+    )
+    logger.info("service_correlation: %s", answer)
+    value = answer.get("correlation")
+    return 0.0 if value is None else round(float(value), 4)
+
+
+def metastable_state(configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """True while any cell's detector sees the metastable signature (low load, bad outcomes)."""
+    answer = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/metastable", what="read metastable state"
+    )
+    for cell, condition in (answer.get("cells") or {}).items():
+        if condition:
+            logger.info("cell %s metastable: %s", cell, condition)
+    return bool(answer["metastable"])
+
+
+def failure_radius_outside(
+    cells: list[int],
+    window: float = 30,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
+    """Percentage of failed requests among users of every cell except `cells` (0 = contained)."""
+    excluded = {str(c) for c in (check_cells(cells) or [])}
+    samples = [
+        s
+        for s in _increase(window, configuration, secrets)
+        if s["name"] != "emergence_requests_total" or s["labels"].get("cell") not in excluded
+    ]
+    return _percent_failed(samples)

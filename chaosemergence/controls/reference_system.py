@@ -15,6 +15,7 @@ configuration (`emergence_experiment_started_at`) for `check_defense_activation`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -31,10 +32,18 @@ from chaosemergence.activity import parse_switch
 from chaosemergence.client import AdminClient
 from chaosemergence.settings import ExtensionSettings
 
-__all__ = ["after_experiment_control", "before_experiment_control", "cleanup_control"]
+__all__ = [
+    "after_experiment_control",
+    "before_experiment_control",
+    "before_method_control",
+    "cleanup_control",
+]
 
 logger = logging.getLogger("chaostoolkit")
 EXPERIMENT_START_KEY = "emergence_experiment_started_at"
+METHOD_START_KEY = "emergence_method_started_at"
+BASELINE_KEY = "emergence_baseline_samples"
+BASELINE_WINDOW = 30.0
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 
@@ -50,27 +59,26 @@ def _answers(url: str) -> bool:
 
 
 def start_reference_system(
-    settings: ExtensionSettings, cells: int, seed: int
+    settings: ExtensionSettings, cells: int, seed: int, system: dict[str, Any] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `chaosemergence serve` for `settings.emergence_url` and wait until it answers."""
+    """Start `chaosemergence serve` for `settings.emergence_url` and wait until it answers.
+
+    `system` holds settings overrides (capacities, service times...), passed as --config.
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.state_dir / f"serve-{settings.port}.log"
+    command = [
+        sys.executable, "-m", "chaosemergence.cli", "serve",
+        "--cells", str(cells), "--port", str(settings.port),
+        "--state-dir", str(settings.state_dir), "--seed", str(seed),
+    ]  # fmt: skip
+    if system:
+        overrides = settings.state_dir / f"system-{settings.port}.json"
+        overrides.write_text(json.dumps(system))
+        command += ["--config", str(overrides)]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chaosemergence.cli",
-                "serve",
-                "--cells",
-                str(cells),
-                "--port",
-                str(settings.port),
-                "--state-dir",
-                str(settings.state_dir),
-                "--seed",
-                str(seed),
-            ],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -110,6 +118,7 @@ def before_experiment_control(
     cells: int = 10,
     seed: int = 7,
     defenses: str | bool = "on",
+    system: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> None:
     """Start the reference system unless one already answers, then switch defenses on or off.
@@ -125,12 +134,32 @@ def before_experiment_control(
         logger.info("reference system already answers at %s: using it", settings.emergence_url)
     else:
         logger.info("starting the reference system (%d cells) at %s", cells, settings.emergence_url)
-        _started = start_reference_system(settings, int(cells), int(seed))
+        _started = start_reference_system(settings, int(cells), int(seed), system)
     enabled = parse_switch("defenses", defenses)
     AdminClient(settings).post(
         "/admin/defenses", what="switch defenses", json={"enabled": enabled, "names": None}
     )
     logger.info("defenses %s", "on" if enabled else "off (negative control)")
+
+
+def before_method_control(
+    context: Experiment,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    baseline_window: float = BASELINE_WINDOW,
+    **kwargs: Any,
+) -> None:
+    """Remember when the method starts and what the system looked like just before it.
+
+    Probes that compare with steady state (e.g. `latency_growth`) read this baseline.
+    """
+    if configuration is None:
+        return
+    configuration[METHOD_START_KEY] = time.time()
+    answer = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/increase", what="record the baseline", params={"seconds": baseline_window}
+    )
+    configuration[BASELINE_KEY] = answer["samples"]
 
 
 def after_experiment_control(

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The one command that runs an experiment: the weekly workflow runs it, the test suite checks
+# that the workflow does, and people run it by hand.
+#
+#   .ci/run-experiment.sh EXPERIMENT PROFILE [on|off]
+#
+# EXPERIMENT  a file in experiments/: `retry-storm`, `retry-storm.yaml` or
+#             `experiments/retry-storm.yaml`
+# PROFILE     a var file in .ci/profiles/: `ci` (short durations) or `weekly` (the seed's)
+# on|off      the defenses (default `on`); `off` is the negative control (`--var defenses=off`)
+#
+# The journal goes to $RESULTS_DIR/journal-<experiment>-<on|off>.json (RESULTS_DIR defaults to
+# results/ in the repository), chaostoolkit's log and run-<experiment>-<on|off>.json (the
+# profile, for the report) beside it. `chaos` exits 0 on a failed
+# action or a failed *before* hypothesis, so the run is judged by its journal: the exit status
+# is 0 only when the journal exists, its status is `completed`, it did not deviate, both steady
+# states were met and every activity succeeded (`python -m chaosemergence.verdict`).
+# Exit 2: usage error or no journal written; exit 1: the journal's verdict is NOT OK.
+# VENV (default .venv in the repository) selects the environment whose `chaos` runs.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+usage() {
+  echo "usage: $0 EXPERIMENT PROFILE [on|off]" >&2
+  echo "  experiments: $(cd "$ROOT/experiments" && ls -- *.yaml 2>/dev/null | tr '\n' ' ')" >&2
+  echo "  profiles:    $(cd "$ROOT/.ci/profiles" && ls -- *.yaml 2>/dev/null | tr '\n' ' ')" >&2
+  exit 2
+}
+
+[[ $# -eq 2 || $# -eq 3 ]] || usage
+name="$(basename -- "$1")"
+name="${name%.yaml}"
+profile="$(basename -- "$2")"
+profile="${profile%.yaml}"
+defenses="${3:-on}"
+[[ "$defenses" == on || "$defenses" == off ]] || usage
+[[ "$name" =~ ^[A-Za-z0-9._-]+$ && "$profile" =~ ^[A-Za-z0-9._-]+$ ]] || usage
+
+experiment="$ROOT/experiments/$name.yaml"
+var_file="$ROOT/.ci/profiles/$profile.yaml"
+[[ -f "$experiment" ]] || { echo "no such experiment: $experiment" >&2; usage; }
+[[ -f "$var_file" ]] || { echo "no such profile: $var_file" >&2; usage; }
+
+venv="${VENV:-$ROOT/.venv}"
+results="${RESULTS_DIR:-$ROOT/results}"
+mkdir -p "$results"
+# Keep run output out of git even where .gitignore does not list the folder.
+[[ -e "$results/.gitignore" ]] || printf '*\n' >"$results/.gitignore"
+journal="$results/journal-$name-$defenses.json"
+log="$results/chaostoolkit-$name-$defenses.log"
+# Which profile produced the journal (the journal itself does not say): read by the report.
+meta="$results/run-$name-$defenses.json"
+# A journal left by an earlier run must never be judged as this run's.
+rm -f -- "$journal" "$meta"
+
+command=("$venv/bin/chaos" --no-version-check --log-file "$log" run
+  --journal-path "$journal" --var-file "$var_file")
+if [[ "$defenses" == off ]]; then
+  command+=(--var defenses=off)
+fi
+command+=("$experiment")
+
+echo "+ ${command[*]}" >&2
+status=0
+"${command[@]}" || status=$?
+printf '{"experiment": "%s", "profile": "%s", "defenses": "%s", "chaos_exit": %d}\n' \
+  "$name" "$profile" "$defenses" "$status" >"$meta"
+
+if [[ ! -s "$journal" ]]; then
+  echo "no journal written at $journal (chaos exited $status)" >&2
+  exit 2
+fi
+exec "$venv/bin/python" -m chaosemergence.verdict "$journal"
