@@ -10,21 +10,29 @@
 # on|off      the defenses (default `on`); `off` is the negative control (`--var defenses=off`)
 #
 # The journal goes to $RESULTS_DIR/journal-<experiment>-<on|off>.json (RESULTS_DIR defaults to
-# results/ in the repository), chaostoolkit's log and run-<experiment>-<on|off>.json (the
-# profile, for the report) beside it. `chaos` exits 0 on a failed
-# action or a failed *before* hypothesis, so the run is judged by its journal: the exit status
-# is 0 only when the journal exists, its status is `completed`, it did not deviate, both steady
-# states were met and every activity succeeded (`python -m chaosemergence.verdict`).
-# Exit 2: usage error or no journal written; exit 1: the journal's verdict is NOT OK.
+# results/ in the repository); chaostoolkit-<experiment>-<on|off>.log and
+# run-<experiment>-<on|off>.json (the profile, read by `python -m chaosemergence.report`) go
+# beside it. `chaos` exits 0 on a failed action or a failed *before* hypothesis, so the run is
+# judged by its journal (`python -m chaosemergence.verdict`): the exit status is 0 only when the
+# journal exists, its status is `completed`, it did not deviate, both steady states were met and
+# every activity succeeded. Exit 2: usage error or no journal written; 1: verdict NOT OK.
 # VENV (default .venv in the repository) selects the environment whose `chaos` runs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+names_in() {
+  local file names=()
+  for file in "$1"/*.yaml; do
+    [[ -e "$file" ]] && names+=("$(basename -- "$file" .yaml)")
+  done
+  echo "${names[*]}"
+}
+
 usage() {
   echo "usage: $0 EXPERIMENT PROFILE [on|off]" >&2
-  echo "  experiments: $(cd "$ROOT/experiments" && ls -- *.yaml 2>/dev/null | tr '\n' ' ')" >&2
-  echo "  profiles:    $(cd "$ROOT/.ci/profiles" && ls -- *.yaml 2>/dev/null | tr '\n' ' ')" >&2
+  echo "  experiments: $(names_in "$ROOT/experiments")" >&2
+  echo "  profiles:    $(names_in "$ROOT/.ci/profiles")" >&2
   exit 2
 }
 

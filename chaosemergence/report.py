@@ -97,6 +97,8 @@ def _format_tolerance(tolerance: Any) -> str:
         if kind:
             detail = {k: v for k, v in tolerance.items() if k not in ("type", "target")}
             return f"{kind} {json.dumps(detail, sort_keys=True, default=str)}"
+    if isinstance(tolerance, bool | int | float | str):
+        return f"= {format_value(tolerance)}"
     return json.dumps(tolerance, default=str)
 
 

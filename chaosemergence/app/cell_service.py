@@ -107,6 +107,7 @@ class CellService:
         self.fallbacks: dict[str, int] = dict.fromkeys(self.dependencies, 0)
         self.self_calls: dict[str, int] = {"periodic": 0, "retry": 0}
         self.computations = 0
+        self.prewarm_computations = 0
         self.coalesced = 0
         self.requests = 0
         self.retry_policies = {name: self._make_retry_policy(name) for name in self.dependencies}
@@ -184,11 +185,8 @@ class CellService:
             return Reply(200, {**cached[0], "cell": self.index, "cache": "hit"})
 
         async def compute() -> dict[str, str]:
-            self.computations += 1
-            await self.call_dependency("database", None)
-            profile = await self.store.read_profile(user_id)
-            self.cache.put(key, profile)
-            return profile
+            self.computations += 1  # a computation a user's miss triggered
+            return await self._load_profile(user_id)
 
         try:
             if self.enabled["request_coalescing"]:
@@ -201,6 +199,22 @@ class CellService:
         except (DependencyError, CircuitOpenError, TimeoutError) as error:
             return Reply(503, {"error": f"profile unavailable: {error}", "cell": self.index}, 1)
         return Reply(200, {**profile, "cell": self.index, "cache": "miss"})
+
+    async def _load_profile(self, user_id: str) -> dict[str, str]:
+        """One backend computation: the database call, the read, then the cache fill."""
+        await self.call_dependency("database", None)
+        profile = await self.store.read_profile(user_id)
+        self.cache.put(f"profile:{user_id}", profile)
+        return profile
+
+    async def _prewarm(self, key: str) -> None:
+        # Through the coalescer: users who miss meanwhile wait for this computation.
+        user_id = key.split(":", 1)[1]
+        self.prewarm_computations += 1
+        if self.enabled["request_coalescing"]:
+            await self.coalescer.do(key, lambda: self._load_profile(user_id), timeout=2.0)
+        else:
+            await self._load_profile(user_id)
 
     async def pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
         self.requests += 1
@@ -323,9 +337,9 @@ class CellService:
                 "cache_prewarming", "activated", f"prewarming {len(hottest)} hot keys"
             )
             results = await asyncio.gather(
-                *(self.profile(key.split(":", 1)[1]) for key in hottest), return_exceptions=True
+                *(self._prewarm(key) for key in hottest), return_exceptions=True
             )
-            prewarmed = sum(1 for r in results if isinstance(r, Reply) and r.status == 200)
+            prewarmed = sum(1 for r in results if not isinstance(r, BaseException))
         return {"removed": removed, "prewarmed": prewarmed}
 
     def set_jitter(self, enabled: bool) -> None:

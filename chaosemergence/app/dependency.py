@@ -122,6 +122,8 @@ class SimulatedDependency:
                 self.in_flight += 1
                 try:
                     service = self._rng.expovariate(1000 / self.settings.service_time_ms)
+                    if lost:  # a hung request holds its worker until the server gives up
+                        service = max(service, self.settings.hang_ms / 1000)
                     await asyncio.sleep(service + extra_latency)
                     self.stats.served += 1
                 finally:

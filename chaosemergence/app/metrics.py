@@ -116,6 +116,13 @@ class CellCollector(Collector):
         )
         computations.add_metric([label], cell.computations)
         yield computations
+        prewarms = CounterMetricFamily(
+            "emergence_prewarm_computations",
+            "Profile computations made by cache prewarming (not by a user's miss).",
+            labels=["cell"],
+        )
+        prewarms.add_metric([label], cell.prewarm_computations)
+        yield prewarms
         self_calls = CounterMetricFamily(
             "emergence_self_generated_calls",
             "Calls the cell makes on its own schedule (periodic jobs) or as retries.",

@@ -24,6 +24,9 @@ class DependencySettings:
     service_time_ms: float = 20.0
     # Timeout a caller (the cell) gives each attempt.
     call_timeout_ms: float = 250.0
+    # A request hit by a timeout fault hangs a worker this long (until the server gives up)
+    # and its answer is lost: the caller only sees its own deadline pass.
+    hang_ms: float = 1000.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -34,6 +37,8 @@ class DependencySettings:
             raise ValueError(f"service_time_ms must be > 0, got {self.service_time_ms}")
         if self.call_timeout_ms <= 0:
             raise ValueError(f"call_timeout_ms must be > 0, got {self.call_timeout_ms}")
+        if self.hang_ms < 0:
+            raise ValueError(f"hang_ms must be >= 0, got {self.hang_ms}")
 
 
 def _default_dependencies() -> dict[str, DependencySettings]:
