@@ -37,3 +37,10 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) journal*.json chaostoolkit.log .pytest_cache
+
+# The README's table of measured figures, from the journals .ci/run-experiment.sh left in
+# $(RESULTS_DIR) (docs/weekly.md).
+RESULTS_DIR ?= results
+.PHONY: report
+report: venv
+	$(PY) -m chaosemergence.report $(RESULTS_DIR) --markdown

@@ -35,7 +35,7 @@ __all__ = [
 
 DIRECTIONS = ("on", "off")
 JOURNAL_NAME = re.compile(r"^journal-(?P<experiment>.+)-(?P<defenses>on|off)\.json$")
-MISSING = "–"
+MISSING = "—"
 OUT_OF_TOLERANCE = "✗"
 
 

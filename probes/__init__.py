@@ -178,13 +178,24 @@ def retry_amplification(
 
 
 def coalescing_ratio(
-    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+    window: float = 30,
+    min_misses: int = 1,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> float:
-    """Backend computations per cache-miss request in the last `window` s (1 = no coalescing)."""
+    """Backend computations per cache-miss request in the last `window` s (1 = no coalescing).
+
+    Counts the computations users' misses triggered (prewarming is counted apart). With
+    fewer than `min_misses` misses in the window there was no herd to coalesce: 0.
+    """
+    minimum = check_number("min_misses", min_misses, 0, 1e9)
     samples = _increase(window, configuration, secrets)
     misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
     computations = samples_total(samples, "emergence_backend_computations_total")
-    return round(computations / misses, 3) if misses else 0.0
+    if not misses or misses < minimum:
+        logger.info("coalescing_ratio: %d miss(es) in %ss, below %d: no herd", misses, window, minimum)
+        return 0.0
+    return round(computations / misses, 3)
 
 
 def lost_writes(configuration: Configuration = None, secrets: Secrets = None) -> int:

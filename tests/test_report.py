@@ -91,7 +91,9 @@ def journal(
     }
 
 
-def write(results: Path, experiment: str, defenses: str, data: dict[str, Any], profile: str = "ci") -> None:
+def write(
+    results: Path, experiment: str, defenses: str, data: dict[str, Any], profile: str = "ci"
+) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (results / f"journal-{experiment}-{defenses}.json").write_text(json.dumps(data))
     meta = {"experiment": experiment, "profile": profile, "defenses": defenses, "chaos_exit": 0}
@@ -153,11 +155,11 @@ def test_rows_columns_and_cells(results: Path) -> None:
     assert storm[1] == "completed, not deviated<br>weekly, 2026-11-28 04:52 UTC"
     assert storm[2] == "completed, deviated<br>ci, 2026-11-28 05:10 UTC"
     assert storm[3] == "on: 1 → 1.04<br>off: 1 → **2.46** ✗"
-    assert storm[4] == "on: 188 → 578<br>off: 190 → –"
-    assert storm[5] == "–"
+    assert storm[4] == "on: 188 → 578<br>off: 190 → —"
+    assert storm[5] == "—"
     flagship = cells(lines[3])
     assert flagship[2] == "not run"
-    assert flagship[3] == "–"
+    assert flagship[3] == "—"
     assert flagship[4] == "on: 150 → 420"
     assert flagship[5] == "on: 0 → 0"
     assert len(storm) == len(flagship) == len(cells(lines[0])) == 6
@@ -177,8 +179,8 @@ def test_failed_probe_and_before_hypothesis(tmp_path: Path) -> None:
     table = render_markdown(load_runs(tmp_path))
     row = cells(table.splitlines()[2])
     assert row[1].startswith("failed, not deviated")
-    assert row[3] == "on: **error (failed)** ✗ → –"
-    assert row[4] == "on: – → –"
+    assert row[3] == "on: **error (failed)** ✗ → —"
+    assert row[4] == "on: — → —"
 
 
 def test_before_hypothesis_missed_is_not_a_pass(tmp_path: Path) -> None:
@@ -191,7 +193,7 @@ def test_before_hypothesis_missed_is_not_a_pass(tmp_path: Path) -> None:
     write(tmp_path, "cascade", "on", missed)
     row = cells(render_markdown(load_runs(tmp_path)).splitlines()[2])
     assert row[1].startswith("completed, not deviated, hypothesis not met")
-    assert row[3] == "on: **2500** ✗ → –"
+    assert row[3] == "on: **2500** ✗ → —"
 
 
 def test_values_are_short_and_cannot_break_the_table(tmp_path: Path) -> None:
@@ -226,7 +228,10 @@ def test_experiment_names_with_dashes(tmp_path: Path) -> None:
 
 def test_text_output(results: Path) -> None:
     text = render_text(load_runs(results))
-    assert "retry-storm\n  defenses on   completed, not deviated  (weekly, 2026-11-28 04:52 UTC)" in text
+    assert (
+        "retry-storm\n  defenses on   completed, not deviated  (weekly, 2026-11-28 04:52 UTC)"
+        in text
+    )
     assert "    retry-amplification-bounded  1 → 2.46 ✗" in text
     assert "validate-emergence-defenses" in text and "defenses off  not run" in text
 
@@ -263,6 +268,15 @@ def test_journals_written_by_chaoslib(tmp_path: Path) -> None:
 
     def experiment(grow: bool) -> dict[str, Any]:
         target.write_text("abc")
+        # Off grows the file past the tolerance; on copies it aside and changes nothing.
+        copy = (
+            {"src": str(big), "dst": str(target)}
+            if grow
+            else {
+                "src": str(target),
+                "dst": str(tmp_path / "copy"),
+            }
+        )
         return {
             "title": "file size stays small",
             "description": "a stand-in for an emergence experiment",
@@ -301,9 +315,7 @@ def test_journals_written_by_chaoslib(tmp_path: Path) -> None:
                         "type": "python",
                         "module": "shutil",
                         "func": "copyfile",
-                        "arguments": {"src": str(big if grow else target), "dst": str(tmp_path / "copy")}
-                        if not grow
-                        else {"src": str(big), "dst": str(target)},
+                        "arguments": copy,
                     },
                 }
             ],
@@ -320,5 +332,5 @@ def test_journals_written_by_chaoslib(tmp_path: Path) -> None:
     assert row[1].startswith("completed, not deviated<br>profile ?, ")
     assert row[2].startswith("completed, deviated<br>")
     assert row[3] == "on: 3 → 3<br>off: 3 → **5000** ✗"
-    assert row[4] == "on: true → true<br>off: true → –"
+    assert row[4] == "on: true → true<br>off: true → —"
     assert "- `exists`: = true" in lines

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -18,13 +17,13 @@ class Cache:
         self._clock = clock
         # Only touched from the event loop.
         self._entries: dict[str, tuple[Any, float, float]] = {}  # value, stored_at, expires_at
-        self._heat: Counter[str] = Counter()
+        self._heat: dict[str, float] = {}  # key -> faded request count
         self.hits = 0
         self.misses = 0
 
     def get(self, key: str) -> tuple[Any, float, float] | None:
         """(value, stored_at, expires_at) when fresh, else None; counts the hit or miss."""
-        self._heat[key] += 1
+        self._heat[key] = self._heat.get(key, 0.0) + 1.0
         entry = self._entries.get(key)
         if entry is None or entry[2] <= self._clock():
             self.misses += 1
@@ -42,11 +41,11 @@ class Cache:
         return removed
 
     def hottest(self, count: int) -> list[str]:
-        return [key for key, _ in self._heat.most_common(count)]
+        return sorted(self._heat, key=self._heat.__getitem__, reverse=True)[:count]
 
-    def decay(self) -> None:
-        """Halve the heat tally so "hottest" follows current traffic."""
-        self._heat = Counter({k: v // 2 for k, v in self._heat.items() if v > 1})
+    def decay(self, factor: float = 0.9) -> None:
+        """Fade the heat tally (called once a second) so "hottest" follows current traffic."""
+        self._heat = {k: v * factor for k, v in self._heat.items() if v * factor > 0.05}
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -47,24 +47,30 @@ def before_experiment_control(
     shape: str = "steady",
     workers: int = 0,
     warmup: float = 10,
+    load: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> None:
-    """Start Locust against `emergence_url`, then wait `warmup` seconds for steady state."""
+    """Start Locust against `emergence_url`, then wait `warmup` seconds for steady state.
+
+    `load` passes further TrafficSpec fields: population, hot_keys, hot_share, wait_min,
+    wait_max, sync_period, spike_multiplier, spike_fraction, seed.
+    """
     global _running
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     state_dir = traffic_state_dir(settings)
     try:
         spec = TrafficSpec(
             target_url=settings.emergence_url,
-            users=int(users),
-            spawn_rate=float(spawn_rate),
-            duration=float(duration),
+            users=users,
+            spawn_rate=spawn_rate,
+            duration=duration,
             shape=shape,
-            workers=int(workers),
+            workers=workers,
+            **(load or {}),
         )
         stop_traffic(state_dir)  # a run left behind by a killed `chaos` process
         start_traffic(spec, state_dir)
-    except (ValueError, TrafficError) as error:
+    except (TypeError, ValueError, TrafficError) as error:
         raise InterruptExecution(f"traffic control: {error}") from None
     _running = state_dir
     logger.info(
