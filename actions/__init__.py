@@ -163,13 +163,17 @@ def start_traffic(
     duration: float = 300,
     shape: str = "steady",
     workers: int = 0,
+    run: str = "",
+    population: int = 10_000,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Start Locust traffic against `emergence_url` (subprocesses; `workers` > 0: distributed).
 
     Shapes: steady, spike, synchronized (every user fires in lockstep). The run stops by
-    itself after `duration` seconds; `stop_traffic` stops it earlier.
+    itself after `duration` seconds; `stop_traffic` stops it earlier. `run` names an extra
+    run beside the traffic control's own (e.g. "spike"); `population` is how many distinct
+    users the traffic draws from.
     """
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     try:
@@ -180,14 +184,15 @@ def start_traffic(
             duration=duration,
             shape=shape,
             workers=workers,
+            population=population,
         )
-        state_dir = traffic_state_dir(settings)
+        state_dir = traffic_state_dir(settings, run)
         _stop_locust(state_dir)  # a run left behind by a killed `chaos` process
-        run = _start_locust(spec, state_dir)
+        started = _start_locust(spec, state_dir)
     except (TypeError, ValueError, TrafficError) as error:
         raise ActivityFailed(f"start_traffic against {settings.emergence_url}: {error}") from None
     return {
-        "pids": run.pids,
+        "pids": started.pids,
         "users": users,
         "shape": shape,
         "workers": workers,
@@ -195,12 +200,14 @@ def start_traffic(
     }
 
 
-def stop_traffic(configuration: Configuration = None, secrets: Secrets = None) -> dict[str, Any]:
-    """Stop the Locust traffic started for `emergence_url`; returns its request summary."""
+def stop_traffic(
+    run: str = "", configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, Any]:
+    """Stop Locust traffic started for `emergence_url` (the named `run`); returns its summary."""
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     try:
-        summary = _stop_locust(traffic_state_dir(settings))
-    except TrafficError as error:
+        summary = _stop_locust(traffic_state_dir(settings, run))
+    except (ValueError, TrafficError) as error:
         raise ActivityFailed(f"stop_traffic: {error}") from None
     if summary is None:
         return {"running": False}

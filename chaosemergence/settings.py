@@ -81,6 +81,13 @@ class ExtensionSettings:
             ) from None
 
 
-def traffic_state_dir(settings: ExtensionSettings) -> Path:
-    """Where the Locust run for this target keeps its pids, CSV stats and logs."""
-    return settings.state_dir / f"traffic-{settings.port}"
+def traffic_state_dir(settings: ExtensionSettings, run: str = "") -> Path:
+    """Where a Locust run against this target keeps its pids, CSV stats and logs.
+
+    `run` names an extra, concurrent run (e.g. a spike on top of the baseline traffic).
+    """
+    if run and not run.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"run must be letters, digits, - or _, got {run!r}")
+    return settings.state_dir / (
+        f"traffic-{settings.port}-{run}" if run else f"traffic-{settings.port}"
+    )

@@ -193,7 +193,7 @@ def coalescing_ratio(
     misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
     computations = samples_total(samples, "emergence_backend_computations_total")
     if not misses or misses < minimum:
-        logger.info("coalescing_ratio: %d miss(es) in %ss, below %d: no herd", misses, window, minimum)
+        logger.info("coalescing_ratio: %d miss(es) in %ss: no herd", misses, window)
         return 0.0
     return round(computations / misses, 3)
 

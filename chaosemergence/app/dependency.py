@@ -111,6 +111,12 @@ class SimulatedDependency:
         self.stats.succeeded += 1
         return self._clock() - started
 
+    def _service_time(self) -> float:
+        """One draw of the service time, in seconds (gamma with the configured spread)."""
+        mean = self.settings.service_time_ms / 1000
+        shape = 1 / self.settings.service_time_cv**2
+        return self._rng.gammavariate(shape, mean / shape)
+
     async def _serve(self, extra_latency: float, lost: bool, done: asyncio.Future[None]) -> None:
         # The server keeps working even when the caller has left: that work is wasted.
         self.waiting += 1
@@ -121,7 +127,7 @@ class SimulatedDependency:
                 admitted = True
                 self.in_flight += 1
                 try:
-                    service = self._rng.expovariate(1000 / self.settings.service_time_ms)
+                    service = self._service_time()
                     if lost:  # a hung request holds its worker until the server gives up
                         service = max(service, self.settings.hang_ms / 1000)
                     await asyncio.sleep(service + extra_latency)

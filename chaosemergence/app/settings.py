@@ -7,12 +7,25 @@ modest request rates on any machine.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DependencySettings", "SystemSettings", "default_state_dir", "token_file_for_port"]
+__all__ = [
+    "OVERRIDES_ENV",
+    "DependencySettings",
+    "SystemSettings",
+    "default_state_dir",
+    "token_file_for_port",
+]
+
+# JSON object of SystemSettings fields applied by the supervisor on top of the command line
+# (tests and experiments use it to run the same system with faster dynamics).
+OVERRIDES_ENV = "CHAOSEMERGENCE_SYSTEM_SETTINGS"
+# Fields that belong to the command line, never to the overrides.
+_NOT_OVERRIDABLE = frozenset({"cells", "host", "port", "state_dir"})
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,9 @@ class DependencySettings:
     concurrency: int = 8
     queue_limit: int = 64
     service_time_ms: float = 20.0
+    # Spread of service times (coefficient of variation): 1.0 is exponential; lower values
+    # (a gamma distribution) model a server whose work is more uniform.
+    service_time_cv: float = 1.0
     # Timeout a caller (the cell) gives each attempt.
     call_timeout_ms: float = 250.0
     # A request hit by a timeout fault hangs a worker this long (until the server gives up)
@@ -37,6 +53,8 @@ class DependencySettings:
             raise ValueError(f"service_time_ms must be > 0, got {self.service_time_ms}")
         if self.call_timeout_ms <= 0:
             raise ValueError(f"call_timeout_ms must be > 0, got {self.call_timeout_ms}")
+        if not 0 < self.service_time_cv <= 3:
+            raise ValueError(f"service_time_cv must be in (0, 3], got {self.service_time_cv}")
         if self.hang_ms < 0:
             raise ValueError(f"hang_ms must be >= 0, got {self.hang_ms}")
 
@@ -55,6 +73,12 @@ def _default_dependencies() -> dict[str, DependencySettings]:
     }
 
 
+def _default_shared_dependency() -> DependencySettings:
+    return DependencySettings(
+        concurrency=4, queue_limit=64, service_time_ms=20.0, call_timeout_ms=250.0
+    )
+
+
 @dataclass(frozen=True)
 class SystemSettings:
     """Everything a gateway and its cells need to start."""
@@ -70,6 +94,29 @@ class SystemSettings:
     # Gateway -> cell request timeout; a cell that does not answer in time is a failed request.
     cell_timeout_seconds: float = 5.0
     users_per_cell_seeded: int = 0
+    # Load shedding: what one cell is sized for (the complexity budget's capacities).
+    cell_request_capacity: float = 200.0  # user requests per second
+    cell_user_capacity: float = 2000.0  # distinct users in a 10 s window
+    cell_data_capacity_bytes: float = 1_000_000.0  # response bytes per second
+    # Probabilistic early expiration (XFetch) of the profile cache.
+    xfetch_beta: float = 1.0
+    # Staged recovery from a metastable state (the seed uses 30 s steps; see decisions.md).
+    recovery_pause_seconds: float = 2.0
+    recovery_step_seconds: float = 3.0
+    # Death spiral: each cell's memory limit (ballast + request working set), its GC model
+    # and guardrails.
+    cell_memory_limit_mb: float = 256.0
+    request_working_set_kb: float = 256.0
+    gc_pause_max_ms: float = 200.0
+    memory_shed_at: float = 0.5
+    memory_refuse_at: float = 0.9
+    restart_horizon_seconds: float = 3.0
+    # Synchronization: the dependency every cell shares (hosted by the gateway), the cells'
+    # periodic job that polls it, and how the gateway measures their correlation.
+    shared_dependency: DependencySettings = field(default_factory=_default_shared_dependency)
+    shared_poll_interval_seconds: float = 0.5
+    correlation_bucket_seconds: float = 0.0625
+    correlation_window_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.cells <= 64:
@@ -78,6 +125,38 @@ class SystemSettings:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"host must be a loopback address, got {self.host!r}")
+        positive = (
+            "cache_ttl_seconds",
+            "refresh_interval_seconds",
+            "cell_timeout_seconds",
+            "cell_request_capacity",
+            "cell_user_capacity",
+            "cell_data_capacity_bytes",
+            "xfetch_beta",
+            "recovery_pause_seconds",
+            "recovery_step_seconds",
+            "cell_memory_limit_mb",
+            "gc_pause_max_ms",
+            "restart_horizon_seconds",
+            "shared_poll_interval_seconds",
+            "correlation_bucket_seconds",
+            "correlation_window_seconds",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        if self.request_working_set_kb < 0:
+            raise ValueError(
+                f"request_working_set_kb must be >= 0, got {self.request_working_set_kb}"
+            )
+        if not 0 < self.memory_shed_at < self.memory_refuse_at <= 1:
+            raise ValueError(
+                "need 0 < memory_shed_at < memory_refuse_at <= 1, got "
+                f"{self.memory_shed_at} and {self.memory_refuse_at}"
+            )
+        if self.correlation_window_seconds < 2 * self.correlation_bucket_seconds:
+            raise ValueError("correlation_window_seconds must cover at least 2 buckets")
 
     def with_overrides(self, **changes: Any) -> SystemSettings:
         return replace(self, **changes)
@@ -90,9 +169,43 @@ class SystemSettings:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SystemSettings:
         deps = {k: DependencySettings(**v) for k, v in data.get("dependencies", {}).items()}
-        rest = {k: v for k, v in data.items() if k != "dependencies"}
+        rest = {k: v for k, v in data.items() if k not in ("dependencies", "shared_dependency")}
         rest["state_dir"] = Path(rest["state_dir"])
+        if "shared_dependency" in data:
+            rest["shared_dependency"] = DependencySettings(**data["shared_dependency"])
         return cls(dependencies=deps or _default_dependencies(), **rest)
+
+    def with_env_overrides(self, environ: dict[str, str] | None = None) -> SystemSettings:
+        """These settings with ``$CHAOSEMERGENCE_SYSTEM_SETTINGS`` (a JSON object) applied.
+
+        ValueError names the variable and the offending field.
+        """
+        raw = (os.environ if environ is None else environ).get(OVERRIDES_ENV, "").strip()
+        if not raw:
+            return self
+        try:
+            data = json.loads(raw)
+        except ValueError as error:
+            raise ValueError(f"{OVERRIDES_ENV} is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{OVERRIDES_ENV} must be a JSON object of settings")
+        known = {f.name for f in fields(self)} - _NOT_OVERRIDABLE
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{OVERRIDES_ENV}: unknown or fixed setting(s) {unknown}")
+        changes = dict(data)
+        if "dependencies" in changes:
+            deps = dict(self.dependencies)
+            for name, values in changes["dependencies"].items():
+                base = asdict(deps[name]) if name in deps else {}
+                deps[name] = DependencySettings(**{**base, **values})
+            changes["dependencies"] = deps
+        if "shared_dependency" in changes:
+            base = asdict(self.shared_dependency)
+            changes["shared_dependency"] = DependencySettings(
+                **{**base, **changes["shared_dependency"]}
+            )
+        return replace(self, **changes)
 
 
 def default_state_dir() -> Path:

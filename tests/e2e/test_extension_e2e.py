@@ -33,7 +33,7 @@ def _locust_pids() -> list[int]:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_start_and_stop_traffic_with_real_locust(clean_system: RunningSystem, workers: int) -> None:
-    """start_traffic drives real requests (locally or master + 2 workers); stop_traffic ends them."""
+    """start_traffic drives real requests (local, or master + 2 workers); stop_traffic ends it."""
     config = clean_system.configuration
     started = actions.start_traffic(20, 20, 60, workers=workers, configuration=config)
     assert len(started["pids"]) == 1 + workers
