@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-CI_PROFILE = ROOT / ".ci" / "profiles" / "ci.yaml"
+RUN_EXPERIMENT = ROOT / ".ci" / "run-experiment.sh"
 CHAOS = [sys.executable, "-m", "chaostoolkit", "--no-version-check"]
 
 
@@ -21,35 +21,29 @@ def run_experiment(
     variables: dict[str, str] | None = None,
     timeout: float = 600,
 ) -> dict[str, Any]:
-    """`chaos run` the experiment with the CI profile; returns the journal."""
-    journal = workdir / f"journal-{Path(experiment).stem}.json"
-    command = [
-        *CHAOS,
-        "--log-file",
-        str(workdir / "chaostoolkit.log"),
-        "run",
-        "--journal-path",
-        str(journal),
-        "--var-file",
-        str(CI_PROFILE),
-    ]
-    for key, value in (variables or {}).items():
-        command += ["--var", f"{key}={value}"]
-    command.append(str(ROOT / "experiments" / experiment))
+    """Run the experiment with the CI profile through `.ci/run-experiment.sh`; its journal.
+
+    The same script the weekly workflow runs, so the suite tests the weekly command.
+    """
+    variables = dict(variables or {})
+    defenses = variables.pop("defenses", "on")
+    assert not variables, f"run-experiment.sh takes only defenses, got {variables}"
+    name = Path(experiment).stem
     completed = subprocess.run(
-        command,
+        [str(RUN_EXPERIMENT), name, "ci", defenses],
         cwd=workdir,
-        env={**os.environ, **env},
+        env={**os.environ, **env, "RESULTS_DIR": str(workdir), "VENV": sys.prefix},
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    assert journal.exists(), (
-        f"no journal written:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
-    )
+    journal = workdir / f"journal-{name}-{defenses}.json"
+    log = workdir / f"chaostoolkit-{name}-{defenses}.log"
+    output = completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert journal.exists(), f"no journal written:\n{output}"
     result: dict[str, Any] = json.loads(journal.read_text())
-    result["_output"] = completed.stdout[-5000:] + completed.stderr[-5000:]
+    result["_output"] = output + (log.read_text()[-6000:] if log.exists() else "")
     return result
 
 
