@@ -18,6 +18,7 @@ __all__ = [
     "inject_timeouts",
     "invalidate_cache_globally",
     "kill_cell",
+    "apply_memory_pressure",
     "remove_all_jitter",
     "restore_jitter",
     "set_defenses",
@@ -137,6 +138,33 @@ def kill_cell(
     index = int(check_number("cell", cell, 0, 63))
     answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
         f"/admin/cells/{index}/kill", what=f"kill cell {index}"
+    )
+    return answer
+
+
+def apply_memory_pressure(
+    cell: int,
+    megabytes_per_second: float = 20,
+    duration: float = 60,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Make one cell allocate memory at a steady rate for `duration` s (a leak).
+
+    The cell never grows past its configured memory limit: with its defenses off it dies
+    there (like an OOM kill); with them on, its guardrails shed and it is restarted first.
+    """
+    index = int(check_number("cell", cell, 0, 63))
+    body = {
+        "megabytes_per_second": check_number(
+            "megabytes_per_second", megabytes_per_second, 0, 1024, low_open=True
+        ),
+        "duration": check_number("duration", duration, 0, MAX_DURATION, low_open=True),
+    }
+    answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
+        f"/admin/cells/{index}/memory-pressure",
+        what=f"apply memory pressure to cell {index}",
+        json=body,
     )
     return answer
 
