@@ -304,3 +304,48 @@ def failure_radius_outside(
         if s["name"] != "emergence_requests_total" or s["labels"].get("cell") not in excluded
     ]
     return _percent_failed(samples)
+
+
+def cells_down(configuration: Configuration = None, secrets: Secrets = None) -> int:
+    """Number of cells whose process is not running right now."""
+    state = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/state", what="read cell liveness"
+    )
+    down = [c["index"] for c in state["cells"] if not c["alive"]]
+    if down:
+        logger.info("cells down: %s", down)
+    return len(down)
+
+
+def recovery_seconds(
+    defense: str = "metastable_recovery",
+    since: float | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
+    """Seconds from `defense`'s first activation to its last deactivation since `since`.
+
+    Measures how long a recovery took (0 when it never started; still running: the time
+    so far). `since` defaults to the experiment's start.
+    """
+    if not isinstance(defense, str) or not defense:
+        raise ActivityFailed(f"defense must be a defense name, got {defense!r}")
+    if since is None:
+        since = (configuration or {}).get(EXPERIMENT_START_KEY)
+    answer = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/events", what="read defense events", params={"since": since or 0}
+    )
+    events = [e for e in answer["events"] if e["defense"] == defense]
+    started = [e["at"] for e in events if e["kind"] == "activated"]
+    if not started:
+        return 0.0
+    ended = [e["at"] for e in events if e["kind"] == "deactivated" and e["at"] >= started[0]]
+    still_running = not ended or max(started) > max(ended)
+    end = time.time() if still_running else max(ended)
+    logger.info(
+        "%s: %s after %.1f s",
+        defense,
+        "still running" if still_running else "done",
+        end - started[0],
+    )
+    return round(end - started[0], 3)
