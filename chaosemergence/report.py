@@ -4,8 +4,9 @@ Reads the journals that `.ci/run-experiment.sh` writes, `journal-<experiment>-<o
 (plus the `run-<experiment>-<on|off>.json` beside each, which names the profile), and prints
 one row per experiment: for each direction (defenses on, defenses off) the run's status, whether
 it deviated, its profile and date, and, in one column per steady-state probe found in the
-journals, the probe's output before -> after the method. Outputs outside the hypothesis'
-tolerance are marked. `--markdown` prints the table that the README carries.
+journals, the probe's output before -> after the method (then one column per probe run in a
+method, e.g. "did the breaker activate"). Outputs outside the hypothesis' tolerance are marked.
+`--markdown` prints the table that the README carries.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Run:
     profile: str | None
     probes: dict[str, ProbeResult] = field(default_factory=dict)
     tolerances: dict[str, str] = field(default_factory=dict)
+    # Probes in the method (e.g. "did the breaker activate"): one output each, no tolerance.
+    method_probes: dict[str, str] = field(default_factory=dict)
 
 
 def format_value(value: Any) -> str:
@@ -160,6 +163,9 @@ def read_run(path: Path) -> Run:
             result = run.probes.setdefault(name, ProbeResult())
             setattr(result, phase, _probe_output(probe))
             setattr(result, f"{phase}_met", probe.get("tolerance_met"))
+    for activity in journal.get("run") or []:
+        if activity.get("activity", {}).get("type") == "probe":
+            run.method_probes[activity["activity"]["name"]] = _probe_output(activity)
     return run
 
 
@@ -180,6 +186,16 @@ def probe_names(runs: dict[str, dict[str, Run]]) -> list[str]:
         for defenses in DIRECTIONS:
             if defenses in by_direction:
                 names.update(dict.fromkeys(by_direction[defenses].probes))
+    return list(names)
+
+
+def method_probe_names(runs: dict[str, dict[str, Run]]) -> list[str]:
+    """Every probe run in a method, in order of first appearance."""
+    names: dict[str, None] = {}
+    for by_direction in runs.values():
+        for defenses in DIRECTIONS:
+            if defenses in by_direction:
+                names.update(dict.fromkeys(by_direction[defenses].method_probes))
     return list(names)
 
 
@@ -217,7 +233,14 @@ def _escape(text: str) -> str:
 def render_markdown(runs: dict[str, dict[str, Run]]) -> str:
     """The README table: one row per experiment, both directions in each cell."""
     names = probe_names(runs)
-    header = ["Experiment", "Defenses on", "Defenses off", *[f"`{name}`" for name in names]]
+    method = method_probe_names(runs)
+    header = [
+        "Experiment",
+        "Defenses on",
+        "Defenses off",
+        *[f"`{name}`" for name in names],
+        *[f"`{name}` (method)" for name in method],
+    ]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -237,12 +260,20 @@ def render_markdown(runs: dict[str, dict[str, Run]]) -> str:
                 if defenses in by_direction and name in by_direction[defenses].probes
             ]
             cells.append("<br>".join(parts) if parts else MISSING)
+        for name in method:
+            parts = [
+                f"{defenses}: {by_direction[defenses].method_probes[name]}"
+                for defenses in DIRECTIONS
+                if defenses in by_direction and name in by_direction[defenses].method_probes
+            ]
+            cells.append("<br>".join(parts) if parts else MISSING)
         lines.append("| " + " | ".join(_escape(cell) for cell in cells) + " |")
     lines += [
         "",
         f"Probe cells: steady-state output before → after the method; {OUT_OF_TOLERANCE} marks "
         "an output outside the hypothesis' tolerance; "
-        f"{MISSING} means the probe did not run (a hypothesis stops at its first failing probe).",
+        f"{MISSING} means the probe did not run (a hypothesis stops at its first failing probe). "
+        "Columns marked (method) are probes of the method: one output per run.",
     ]
     tolerances = _tolerance_lines(runs, names)
     if tolerances:
@@ -281,9 +312,11 @@ def render_text(runs: dict[str, dict[str, Run]]) -> str:
             lines.append(
                 f"  defenses {defenses:<3}  {_run_summary(run)}  ({_run_when(run)})  {run.path}"
             )
-            width = max((len(name) for name in run.probes), default=0)
+            width = max((len(name) for name in [*run.probes, *run.method_probes]), default=0)
             for name, result in run.probes.items():
                 lines.append(f"    {name:<{width}}  {_transition(result, markdown=False)}")
+            for name, output in run.method_probes.items():
+                lines.append(f"    {name:<{width}}  {output} (method)")
     return "\n".join(lines) + "\n"
 
 

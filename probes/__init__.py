@@ -349,3 +349,33 @@ def recovery_seconds(
         end - started[0],
     )
     return round(end - started[0], 3)
+
+
+def emergence_figures(
+    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, float]:
+    """Every headline figure over the last `window` s, for the journal and the report.
+
+    p99 (ms), failure radius (%), retry amplification, coalescing ratio, cache hit rate,
+    goodput (successful requests/s) — all from one read of the services' own counters.
+    """
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    samples = _increase(seconds, configuration, secrets)
+    requests = samples_total(samples, "emergence_requests_total")
+    attempts = samples_total(samples, "emergence_dependency_attempts_total") + samples_total(
+        samples, "emergence_gateway_retries_total"
+    )
+    hits = samples_total(samples, "emergence_cache_requests_total", result="hit")
+    misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
+    computations = samples_total(samples, "emergence_backend_computations_total")
+    p99 = histogram_quantile(0.99, bucket_counts(samples, "emergence_request_duration_seconds"))
+    return {
+        "p99_ms": 0.0 if math.isnan(p99) else round(p99 * 1000, 1),
+        "failure_radius_pct": _percent_failed(samples),
+        "retry_amplification": round(attempts / requests, 3) if requests else 0.0,
+        "coalescing_ratio": round(computations / misses, 3) if misses else 0.0,
+        "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        "goodput_rps": round(
+            samples_total(samples, "emergence_requests_total", outcome="success") / seconds, 2
+        ),
+    }

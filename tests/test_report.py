@@ -124,6 +124,15 @@ def results(tmp_path: Path) -> Path:
         deviated=True,
         start="2026-11-28T05:10:00+00:00",
     )
+    for data, activated in ((held, True), (storm, False)):
+        data["run"] = [
+            {"activity": {"name": "inject-timeouts", "type": "action"}, "status": "succeeded"},
+            {
+                "activity": {"name": "breaker-activated", "type": "probe"},
+                "status": "succeeded",
+                "output": activated,
+            },
+        ]
     write(folder, "retry-storm", "on", held, profile="weekly")
     write(folder, "retry-storm", "off", storm)
     flagship = journal(
@@ -147,9 +156,9 @@ def test_rows_columns_and_cells(results: Path) -> None:
     # One column per probe found in any journal, in order of first appearance.
     assert lines[0] == (
         "| Experiment | Defenses on | Defenses off | `retry-amplification-bounded` "
-        "| `latency-remains-bounded` | `no-cascade-failures` |"
+        "| `latency-remains-bounded` | `no-cascade-failures` | `breaker-activated` (method) |"
     )
-    assert lines[1] == "|---|---|---|---|---|---|"
+    assert lines[1] == "|---|---|---|---|---|---|---|"
     storm = cells(lines[2])
     assert storm[0] == "`retry-storm`"
     assert storm[1] == "completed, not deviated<br>weekly, 2026-11-28 04:52 UTC"
@@ -157,12 +166,14 @@ def test_rows_columns_and_cells(results: Path) -> None:
     assert storm[3] == "on: 1 → 1.04<br>off: 1 → **2.46** ✗"
     assert storm[4] == "on: 188 → 578<br>off: 190 → —"
     assert storm[5] == "—"
+    assert storm[6] == "on: true<br>off: false"
     flagship = cells(lines[3])
     assert flagship[2] == "not run"
     assert flagship[3] == "—"
     assert flagship[4] == "on: 150 → 420"
     assert flagship[5] == "on: 0 → 0"
-    assert len(storm) == len(flagship) == len(cells(lines[0])) == 6
+    assert flagship[6] == "—"
+    assert len(storm) == len(flagship) == len(cells(lines[0])) == 7
     assert "- `latency-remains-bounded`: 0 .. 1000" in lines
     assert "- `retry-amplification-bounded`: 0 .. 1.1" in lines
 
@@ -233,6 +244,7 @@ def test_text_output(results: Path) -> None:
         in text
     )
     assert "    retry-amplification-bounded  1 → 2.46 ✗" in text
+    assert "    breaker-activated            false (method)" in text
     assert "validate-emergence-defenses" in text and "defenses off  not run" in text
 
 
@@ -324,7 +336,7 @@ def test_journals_written_by_chaoslib(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
     for defenses, grow in (("on", False), ("off", True)):
-        data = run_experiment(experiment(grow))  # type: ignore[arg-type]
+        data = run_experiment(experiment(grow))
         (results / f"journal-file-size-{defenses}.json").write_text(json.dumps(data, default=str))
     lines = render_markdown(load_runs(results)).splitlines()
     assert lines[0] == "| Experiment | Defenses on | Defenses off | `size-bytes` | `exists` |"
