@@ -20,9 +20,22 @@ from chaoslib.exceptions import ActivityFailed
 from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.settings import default_state_dir, token_file_for_port
 
-__all__ = ["DEFAULT_URL", "ExtensionSettings", "traffic_state_dir"]
+__all__ = [
+    "BASELINE_KEY",
+    "BASELINE_WINDOW_KEY",
+    "DEFAULT_URL",
+    "EXPERIMENT_START_KEY",
+    "METHOD_START_KEY",
+    "ExtensionSettings",
+    "traffic_state_dir",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# What the controls record in a run's configuration for the probes to read.
+EXPERIMENT_START_KEY = "emergence_experiment_started_at"
+METHOD_START_KEY = "emergence_method_started_at"
+BASELINE_KEY = "emergence_baseline_samples"
+BASELINE_WINDOW_KEY = "emergence_baseline_window"
 DEFAULT_TIMEOUT = 10.0
 
 

@@ -17,7 +17,12 @@ from chaosemergence.activity import check_cells, check_names, check_number
 from chaosemergence.client import AdminClient
 from chaosemergence.measure import bucket_counts, histogram_quantile, samples_total
 from chaosemergence.prometheus import query_scalar
-from chaosemergence.settings import ExtensionSettings
+from chaosemergence.settings import (
+    BASELINE_KEY,
+    BASELINE_WINDOW_KEY,
+    EXPERIMENT_START_KEY,
+    ExtensionSettings,
+)
 
 __all__ = [
     "cache_hit_rate",
@@ -38,8 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chaostoolkit")
-EXPERIMENT_START_KEY = "emergence_experiment_started_at"
-BASELINE_KEY = "emergence_baseline_samples"
 
 
 def _increase(
@@ -336,10 +339,10 @@ def recovery_seconds(
         "/admin/events", what="read defense events", params={"since": since or 0}
     )
     events = [e for e in answer["events"] if e["defense"] == defense]
-    started = [e["at"] for e in events if e["kind"] == "activated"]
+    started = [float(e["at"]) for e in events if e["kind"] == "activated"]
     if not started:
         return 0.0
-    ended = [e["at"] for e in events if e["kind"] == "deactivated" and e["at"] >= started[0]]
+    ended = [float(e["at"]) for e in events if e["kind"] == "deactivated" and e["at"] >= started[0]]
     still_running = not ended or max(started) > max(ended)
     end = time.time() if still_running else max(ended)
     logger.info(
@@ -379,3 +382,38 @@ def emergence_figures(
             samples_total(samples, "emergence_requests_total", outcome="success") / seconds, 2
         ),
     }
+
+
+def goodput_ratio(
+    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Successful requests/s over the last `window` s, divided by their steady-state rate.
+
+    Steady state is the window recorded just before the method started (reference_system
+    control); before the method the ratio is 1 by definition.
+    """
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    configuration = configuration or {}
+    baseline = configuration.get(BASELINE_KEY)
+    if not baseline:
+        return 1.0
+    baseline_seconds = float(configuration.get(BASELINE_WINDOW_KEY, seconds))
+    before = (
+        samples_total(baseline, "emergence_requests_total", outcome="success") / baseline_seconds
+    )
+    if before <= 0:
+        raise ActivityFailed("goodput_ratio: no successful request in the baseline window")
+    now = goodput(seconds, configuration, secrets)
+    return round(now / before, 3)
+
+
+def shared_load_peak_to_mean(
+    window: float = 60, configuration: Configuration = None, secrets: Secrets = None
+) -> float:
+    """Peak over mean of the shared dependency's arrivals per time bucket (1 = perfectly even)."""
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    answer = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/correlation", what="read shared dependency load", params={"window": seconds}
+    )
+    value = answer.get("peak_to_mean")
+    return 0.0 if value is None else round(float(value), 3)

@@ -30,7 +30,13 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaosemergence.activity import parse_switch
 from chaosemergence.client import AdminClient
-from chaosemergence.settings import ExtensionSettings
+from chaosemergence.settings import (
+    BASELINE_KEY,
+    BASELINE_WINDOW_KEY,
+    EXPERIMENT_START_KEY,
+    METHOD_START_KEY,
+    ExtensionSettings,
+)
 
 __all__ = [
     "after_experiment_control",
@@ -40,9 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chaostoolkit")
-EXPERIMENT_START_KEY = "emergence_experiment_started_at"
-METHOD_START_KEY = "emergence_method_started_at"
-BASELINE_KEY = "emergence_baseline_samples"
 BASELINE_WINDOW = 30.0
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
@@ -160,6 +163,7 @@ def before_method_control(
         "/admin/increase", what="record the baseline", params={"seconds": baseline_window}
     )
     configuration[BASELINE_KEY] = answer["samples"]
+    configuration[BASELINE_WINDOW_KEY] = float(baseline_window)
 
 
 def after_experiment_control(
