@@ -20,6 +20,7 @@ PATTERN_PROBES = {
     "validate-emergence-defenses.yaml": "latency-remains-bounded",
     "retry-storm.yaml": "retry-amplification",
     "thundering-herd.yaml": "coalescing-ratio",
+    "death-spiral.yaml": "cells-down",
 }
 # The flagship's "on" run is test_flagship.py's end-to-end test; not run twice.
 ON_RUNS = sorted(set(PATTERN_PROBES) - {"validate-emergence-defenses.yaml"})
