@@ -22,6 +22,7 @@ PATTERN_PROBES = {
     "thundering-herd.yaml": "coalescing-ratio",
     "death-spiral.yaml": "cells-down",
     "metastable.yaml": "requests-failing",
+    "synchronization.yaml": "service-correlation",
 }
 # The flagship's "on" run is test_flagship.py's end-to-end test; not run twice.
 ON_RUNS = sorted(set(PATTERN_PROBES) - {"validate-emergence-defenses.yaml"})
