@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CellStore"]
+__all__ = ["CellStore", "missing_in_file"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -108,3 +108,26 @@ class CellStore:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._conn.close()
+
+
+def missing_in_file(path: Path, keys: list[str]) -> list[str]:
+    """The keys among `keys` that are not in the payments table of the SQLite file at `path`.
+
+    For a cell whose process is down: its database file outlives it (that is what an
+    acknowledged write means), and opening it replays the WAL the dead process left.
+    """
+    if not path.exists():
+        return list(keys)
+    conn = sqlite3.connect(path, timeout=5.0)
+    try:
+        present: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT idempotency_key FROM payments WHERE idempotency_key IN ({marks})", chunk
+            ).fetchall()
+            present.update(r[0] for r in rows)
+    finally:
+        conn.close()
+    return [k for k in keys if k not in present]

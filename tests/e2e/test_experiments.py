@@ -23,6 +23,7 @@ PATTERN_PROBES = {
     "death-spiral.yaml": "cells-down",
     "metastable.yaml": "requests-failing",
     "synchronization.yaml": "service-correlation",
+    "cascade.yaml": "failure-radius-outside-cell-0",
 }
 # The flagship's "on" run is test_flagship.py's end-to-end test; not run twice.
 ON_RUNS = sorted(set(PATTERN_PROBES) - {"validate-emergence-defenses.yaml"})
