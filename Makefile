@@ -43,4 +43,4 @@ clean:
 RESULTS_DIR ?= results
 .PHONY: report
 report: venv
-	$(PY) -m chaosemergence.report $(RESULTS_DIR) --markdown
+	@$(PY) -m chaosemergence.report $(RESULTS_DIR) --markdown
