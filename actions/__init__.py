@@ -13,12 +13,12 @@ from chaosemergence.traffic.runner import start_traffic as _start_locust
 from chaosemergence.traffic.runner import stop_traffic as _stop_locust
 
 __all__ = [
+    "apply_memory_pressure",
     "inject_errors",
     "inject_latency",
     "inject_timeouts",
     "invalidate_cache_globally",
     "kill_cell",
-    "apply_memory_pressure",
     "remove_all_jitter",
     "restore_jitter",
     "set_defenses",

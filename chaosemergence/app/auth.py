@@ -1,4 +1,4 @@
-"""Bearer-token protection for every /admin path (plain ASGI middleware)."""
+"""Bearer-token protection for every /admin and /internal path (plain ASGI middleware)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 __all__ = ["AdminAuthMiddleware", "load_or_create_token"]
 
 TOKEN_ENV = "CHAOSEMERGENCE_ADMIN_TOKEN"
+# The admin API, and the routes only the system's own processes call.
+PROTECTED_PREFIXES = ("/admin", "/internal")
 
 
 def load_or_create_token(token_file: Path) -> str:
@@ -27,14 +29,14 @@ def load_or_create_token(token_file: Path) -> str:
 
 
 class AdminAuthMiddleware:
-    """Answers 401 to any /admin request without the right `Authorization: Bearer` header."""
+    """Answers 401 to any /admin or /internal request without the right bearer token."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self._expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/admin"):
+        if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIXES):
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
                 body = json.dumps({"error": "missing or wrong admin token"}).encode()

@@ -1,39 +1,89 @@
-"""A cell's in-process cache with TTL, hit/miss counts and a hot-key tally for prewarming."""
+"""A cell's in-process cache: TTL entries that remember how long they took to compute.
+
+Every lookup feeds a ``HotKeyTracker`` (exponentially decaying counts), which names the
+keys to prewarm after an invalidation and the "hot set" whose hit rate the control loop
+watches. Expired entries are kept until they are overwritten or invalidated, so a cell in
+stampede emergency can serve them stale while one refresh runs.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-__all__ = ["Cache"]
+from chaosemergence.defenses import HotKeyTracker
+
+__all__ = ["Cache", "Entry", "Lookup"]
+
+# A key is "hot" when its decayed request count reaches this many requests.
+HOT_MIN_RATE = 3.0
+HOT_SET_SIZE = 50
+
+Lookup = Literal["hit", "stale", "miss"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One cached value, when it was stored, when it expires, how long it took to compute."""
+
+    value: Any
+    stored_at: float
+    expires_at: float
+    delta: float
 
 
 class Cache:
-    """Key -> value with an expiry; counts hits and misses, remembers the hottest keys."""
+    """Key -> Entry with an expiry; counts hits, misses and stale reads; tracks hot keys."""
 
-    def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        half_life_seconds: float = 30.0,
+    ) -> None:
         self.ttl = ttl
         self._clock = clock
-        # Only touched from the event loop.
-        self._entries: dict[str, tuple[Any, float, float]] = {}  # value, stored_at, expires_at
-        self._heat: dict[str, float] = {}  # key -> faded request count
+        self.tracker = HotKeyTracker(
+            capacity=1000, half_life_seconds=half_life_seconds, clock=clock
+        )
+        # All fields below are only touched from the event loop.
+        self._entries: dict[str, Entry] = {}
+        self._hot: frozenset[str] = frozenset()
         self.hits = 0
         self.misses = 0
+        self.stale = 0
+        self.hot_hits = 0  # lookups of hot keys answered fresh (or stale)
+        self.hot_misses = 0
 
-    def get(self, key: str) -> tuple[Any, float, float] | None:
-        """(value, stored_at, expires_at) when fresh, else None; counts the hit or miss."""
-        self._heat[key] = self._heat.get(key, 0.0) + 1.0
+    def lookup(self, key: str, *, allow_stale: bool = False) -> tuple[Entry | None, Lookup]:
+        """Return the entry and whether it was a fresh hit, a stale read or a miss."""
+        self.tracker.record(key)
         entry = self._entries.get(key)
-        if entry is None or entry[2] <= self._clock():
-            self.misses += 1
-            return None
-        self.hits += 1
-        return entry
+        hot = key in self._hot
+        if entry is not None and entry.expires_at > self._clock():
+            self.hits += 1
+            self.hot_hits += hot
+            return entry, "hit"
+        if entry is not None and allow_stale:
+            self.stale += 1
+            self.hot_hits += hot
+            return entry, "stale"
+        self.misses += 1
+        self.hot_misses += hot
+        return None, "miss"
 
-    def put(self, key: str, value: Any) -> None:
+    def is_fresh(self, key: str) -> bool:
+        """Whether ``key`` holds an unexpired value (a peek: counts nothing)."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.expires_at > self._clock()
+
+    def put(self, key: str, value: Any, delta: float = 0.0) -> None:
+        """Store ``value``; ``delta`` is how many seconds it took to compute (for XFetch)."""
         now = self._clock()
-        self._entries[key] = (value, now, now + self.ttl)
+        self._entries[key] = Entry(value, now, now + self.ttl, max(0.0, delta))
 
     def invalidate(self) -> int:
         removed = len(self._entries)
@@ -41,11 +91,26 @@ class Cache:
         return removed
 
     def hottest(self, count: int) -> list[str]:
-        return sorted(self._heat, key=self._heat.__getitem__, reverse=True)[:count]
+        """The ``count`` most requested keys lately, hottest first."""
+        return self.tracker.hottest(count)
 
-    def decay(self, factor: float = 0.9) -> None:
-        """Fade the heat tally (called once a second) so "hottest" follows current traffic."""
-        self._heat = {k: v * factor for k, v in self._heat.items() if v * factor > 0.05}
+    def refresh_hot_set(self) -> frozenset[str]:
+        """Recompute the hot set (called once a second by the control loop)."""
+        self._hot = frozenset(
+            key
+            for key in self.tracker.hottest(HOT_SET_SIZE)
+            if self.tracker.rate(key) >= HOT_MIN_RATE
+        )
+        return self._hot
+
+    @property
+    def hot_keys(self) -> frozenset[str]:
+        return self._hot
+
+    def reset_heat(self) -> None:
+        """Forget which keys are hot."""
+        self.tracker.reset()
+        self._hot = frozenset()
 
     def __len__(self) -> int:
         return len(self._entries)

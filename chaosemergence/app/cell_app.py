@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from chaosemergence.app.auth import AdminAuthMiddleware
 from chaosemergence.app.cell_service import CellService, Reply
+from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import CellCollector
 from chaosemergence.app.window import MetricWindow
 
@@ -137,14 +138,35 @@ def create_cell_app(
         return JSONResponse({"changed": changed, "enabled": enabled})
 
     async def reset(_: Request) -> Response:
-        return JSONResponse(service.reset())
+        return JSONResponse(await service.reset())
+
+    async def memory_pressure(request: Request) -> Response:
+        try:
+            rate, duration = validate_pressure_request(await json_body(request))
+        except ValueError as error:
+            return _bad_request(error)
+        return JSONResponse(service.start_memory_pressure(rate, duration), status_code=201)
+
+    async def signals(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            value = body.get("correlation")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(f"correlation must be a number in [0, 1], got {value!r}")
+        except ValueError as error:
+            return _bad_request(error)
+        service.control.set_correlation(float(value))
+        return JSONResponse({"correlation": float(value)})
+
+    async def metastable(_: Request) -> Response:
+        return SafeJSONResponse(service.metastable())
 
     async def state(_: Request) -> Response:
         return SafeJSONResponse(service.state())
 
     async def events(request: Request) -> Response:
         since = float(request.query_params.get("since", "0"))
-        return SafeJSONResponse([e.as_dict() for e in service.events.since(since)])
+        return SafeJSONResponse(service.events_since(since))
 
     async def increase(request: Request) -> Response:
         seconds = float(request.query_params.get("seconds", "30"))
@@ -185,6 +207,9 @@ def create_cell_app(
         Route("/admin/jitter", jitter, methods=["POST"]),
         Route("/admin/defenses", defenses, methods=["POST"]),
         Route("/admin/reset", reset, methods=["POST"]),
+        Route("/admin/memory-pressure", memory_pressure, methods=["POST"]),
+        Route("/admin/signals", signals, methods=["POST"]),
+        Route("/admin/metastable", metastable),
         Route("/admin/state", state),
         Route("/admin/events", events),
         Route("/admin/increase", increase),

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import uvicorn
@@ -16,7 +17,9 @@ import uvicorn
 from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.cell_app import create_cell_app
 from chaosemergence.app.cell_service import CellService
+from chaosemergence.app.lifecycle import RESTART_EXIT_CODE, events_file, exit_marker
 from chaosemergence.app.settings import SystemSettings
+from chaosemergence.app.shared_client import SharedDependencyClient
 
 PARENT_CHECK_SECONDS = 1.0
 
@@ -28,10 +31,41 @@ async def _exit_when_orphaned(parent: int, server: uvicorn.Server) -> None:
     server.should_exit = True
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _gateway_url(settings: SystemSettings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+async def _serve(args: argparse.Namespace) -> int:
     settings = SystemSettings.from_json(json.loads(Path(args.settings).read_text()))
-    service = CellService(args.index, settings, Path(args.db))
-    app = create_cell_app(service, os.environ[TOKEN_ENV])
+    token = os.environ[TOKEN_ENV]
+    run_dir = Path(args.db).parent
+    shared = SharedDependencyClient(_gateway_url(settings), token, args.index)
+    servers: list[uvicorn.Server] = []
+
+    def restart(_reason: str) -> None:
+        # Stop accepting (the supervisor keeps the socket: new connections wait in its
+        # backlog for the next process), finish what is in flight, then exit.
+        for server in servers:
+            server.should_exit = True
+
+    def die(reason: str) -> None:
+        with contextlib.suppress(OSError):
+            exit_marker(run_dir, args.index).write_text(f"oom_killed: {reason}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    service = CellService(
+        args.index,
+        settings,
+        Path(args.db),
+        shared_call=shared.call,
+        on_restart=restart,
+        on_oom=die,
+        events_file=events_file(run_dir, args.index),
+        switches=json.loads(args.switches) if args.switches else None,
+        jitter_removed=args.jitter_removed,
+    )
+    app = create_cell_app(service, token)
     sock = socket.socket(fileno=args.fd)
     config = uvicorn.Config(
         app,
@@ -42,6 +76,7 @@ async def _serve(args: argparse.Namespace) -> None:
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
+    servers.append(server)
     watchdog = asyncio.create_task(_exit_when_orphaned(args.parent, server))
     try:
         await server.serve(sockets=[sock])
@@ -49,6 +84,8 @@ async def _serve(args: argparse.Namespace) -> None:
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watchdog
+        await shared.aclose()
+    return RESTART_EXIT_CODE if service.restart_reason is not None else 0
 
 
 def main() -> None:
@@ -58,6 +95,8 @@ def main() -> None:
     parser.add_argument("--settings", required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--switches", default="", help="JSON {defense: bool} to start with")
+    parser.add_argument("--jitter-removed", action="store_true")
     args = parser.parse_args()
     import uvloop
 
@@ -65,7 +104,7 @@ def main() -> None:
     # previous handler: make that a no-op so the process exits 0 after its cleanup.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvloop.run(_serve(args))
+    sys.exit(uvloop.run(_serve(args)))
 
 
 if __name__ == "__main__":

@@ -1,38 +1,58 @@
 """One cell: its dependencies, cache, database and defenses, wired together (no HTTP here).
 
 The cell is a failure domain: it owns its SQLite file, its cache and its simulated
-dependencies. Defenses are switchable at runtime; switched off, the cell behaves like a
-naive service (plain fixed-interval retries, no fallback, no coalescing, unjittered timers)
-so negative-control experiments can watch the failure loops close.
+dependencies. Every defense of ``chaosemergence.defenses`` is wired in and switchable at
+runtime; switched off, the cell behaves like a naive service (plain fixed-interval retries,
+no fallback, no coalescing, unjittered timers, no shedding, no guardrails) so
+negative-control experiments can watch the failure loops close.
+
+A user request goes: admission (``app/admission.py``: staged recovery, memory guardrail,
+GC breaker, load shedder) -> GC pause (``app/memory.py``) -> handler -> dependency call
+(breaker -> adaptive throttle -> retry policy with budget -> simulated dependency).
+Once a second ``app/control.py`` measures the cell and ticks the ControlLoop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaosemergence.app.admission import Admission
 from chaosemergence.app.cache import Cache
+from chaosemergence.app.capacity import CellCapacity, CellOverloaded
+from chaosemergence.app.cell_state import cell_state
+from chaosemergence.app.control import CellControl, CellMeter
 from chaosemergence.app.dependency import DependencyError, SimulatedDependency
+from chaosemergence.app.event_file import EventFile
 from chaosemergence.app.faults import FaultTable, validate_fault_request
+from chaosemergence.app.jobs import PeriodicJob
+from chaosemergence.app.memory import MemoryModel
 from chaosemergence.app.settings import SystemSettings
 from chaosemergence.app.storage import CellStore
+from chaosemergence.app.switches import DEFENSES, apply_switches
 from chaosemergence.defenses import (
+    AdaptiveThrottle,
     BreakerConfig,
     BreakerState,
     CircuitBreaker,
-    CircuitOpenError,
-    EmergenceSignals,
+    ComplexityBudget,
+    DefenseError,
     EventLog,
     ExponentialBackoff,
     FullJitterBackoff,
     Jitter,
+    LoadShedder,
+    LoadShedError,
+    ProbabilisticExpiry,
     RetryBudget,
     RetryPolicy,
     SingleFlight,
@@ -40,16 +60,15 @@ from chaosemergence.defenses import (
 
 __all__ = ["DEFENSES", "CellService", "Reply"]
 
-# The defenses a cell can switch on and off (names used by the admin API and the probes).
-DEFENSES: tuple[str, ...] = (
-    "circuit_breaker",
-    "retry_budget",
-    "request_coalescing",
-    "cache_prewarming",
-    "jitter",
-)
+logger = logging.getLogger("chaosemergence.cell")
+
 PREWARM_KEYS = 20
-MAX_GROWTH = 100.0
+COALESCE_TIMEOUT = 2.0
+THROTTLE_WINDOW_SECONDS = 10.0
+# Coalescing and early refreshes happen per request: one event per burst, not per request.
+NOTE_EVERY_SECONDS = 5.0
+EVENT_HISTORY = 2000
+POPULAR = {"items": ["popular-1", "popular-2", "popular-3"], "degraded": True}
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,13 @@ class Reply:
 
 
 class CellService:
-    """Everything one cell does, callable without a web framework."""
+    """Everything one cell does, callable without a web framework.
+
+    ``shared_call`` calls the dependency every cell shares (through the gateway); without
+    it the cell runs no shared-config job. ``on_restart(reason)`` is how the cell asks its
+    server to stop and be restarted (predictive restart); ``on_oom(reason)`` how it dies at
+    its memory limit. ``events_file`` keeps the events across restarts.
+    """
 
     def __init__(
         self,
@@ -72,13 +97,32 @@ class CellService:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        shared_call: Callable[[], Awaitable[None]] | None = None,
+        on_restart: Callable[[str], None] | None = None,
+        on_oom: Callable[[str], None] | None = None,
+        events_file: Path | None = None,
+        switches: dict[str, bool] | None = None,
+        jitter_removed: bool = False,
     ) -> None:
         self.index = index
         self.settings = settings
+        # The cell's own worker pool (0 workers = unlimited): what failover can overload.
+        self.capacity = CellCapacity(
+            settings.cell_workers, settings.cell_request_cost_ms, settings.cell_queue_limit
+        )
         self._clock = clock
         self._wall = wall_clock
+        self._shared_call = shared_call
+        self._on_restart = on_restart
+        self._on_oom = on_oom
         self.rng = random.Random(settings.seed * 1000 + index)
-        self.events = EventLog(clock=wall_clock)
+        self.events = EventLog(clock=wall_clock, maxlen=EVENT_HISTORY)
+        # Events of this cell's earlier processes, kept in a file across restarts.
+        self.previous_events: list[dict[str, Any]] = []
+        if events_file is not None:
+            store = EventFile(events_file, EVENT_HISTORY)
+            self.previous_events = store.load()
+            self.events.subscribe(store.append)
         self.faults = FaultTable(clock=clock)
         self.store = CellStore(db_path)
         self.cache = Cache(settings.cache_ttl_seconds, clock=clock)
@@ -86,6 +130,8 @@ class CellService:
             name: SimulatedDependency(name, dep, self.faults, rng=self.rng, clock=clock)
             for name, dep in settings.dependencies.items()
         }
+        # A throttle rejection is a failure to the breaker (the backend is refusing work),
+        # so it serves the fallback.
         self.breakers = {
             name: CircuitBreaker(
                 f"cell{index}.{name}", BreakerConfig(), clock=clock, events=self.events
@@ -95,52 +141,146 @@ class CellService:
         self.budgets = {
             name: RetryBudget(clock=clock, events=self.events) for name in self.dependencies
         }
+        self.throttles = {
+            name: AdaptiveThrottle(
+                window_seconds=THROTTLE_WINDOW_SECONDS,
+                rejected_on=(DependencyError,),
+                clock=clock,
+                rng=self.rng,
+                events=self.events,
+            )
+            for name in self.dependencies
+        }
         self.coalescer = SingleFlight("request_coalescing")
         self._jittered = FullJitterBackoff(base=0.02, cap=0.2, rng=self.rng)
         self._unjittered = ExponentialBackoff(base=0.02, cap=0.2)
-        self.jitter = Jitter(strategy="uniform", factor=0.5, rng=self.rng)
+        # Timers' plain jitter (what /admin/jitter removes and restores), and the jitter
+        # defense: the same spread while calm, whose factor the control loop moves with the
+        # measured correlation and forces to the maximum when the cells synchronize.
+        self.base_jitter = Jitter("uniform", 0.25, rng=self.rng, name="base_jitter")
+        self.jitter = Jitter(
+            strategy="correlated",
+            factor=0.5,
+            rng=self.rng,
+            adaptive_distribution="exponential",
+            events=self.events,
+        )
+        self.shedder = LoadShedder(
+            ComplexityBudget(
+                request_capacity=settings.cell_request_capacity,
+                user_capacity=settings.cell_user_capacity,
+                data_capacity=settings.cell_data_capacity_bytes,
+            ),
+            clock=clock,
+            rng=self.rng,
+            events=self.events,
+        )
+        self.xfetch = ProbabilisticExpiry(
+            settings.xfetch_beta, name="early_expiration", clock=clock, rng=self.rng
+        )
+        self.memory = MemoryModel(
+            settings,
+            on_oom=self._die,
+            on_restart=self.request_restart,
+            clock=clock,
+            events=self.events,
+        )
+        self.meter = CellMeter(clock=clock)
+        self.control = CellControl(self, clock=clock, events=self.events)
+        self.admission = Admission(self.control.recovery, self.memory, self.shedder)
         self.enabled: dict[str, bool] = dict.fromkeys(DEFENSES, True)
-        self.jitter_removed = False
+        self.jitter_removed = jitter_removed
+        self.jitter_restored_by: str | None = None
+        self.restart_reason: str | None = None
         # Counters read by the metrics collector (event loop only).
         self.attempts: dict[str, int] = dict.fromkeys(self.dependencies, 0)
+        self.first_attempts: dict[str, int] = dict.fromkeys(self.dependencies, 0)
         self.retries: dict[str, int] = dict.fromkeys(self.dependencies, 0)
         self.fallbacks: dict[str, int] = dict.fromkeys(self.dependencies, 0)
+        self.throttled: dict[str, int] = dict.fromkeys(self.dependencies, 0)
         self.self_calls: dict[str, int] = {"periodic": 0, "retry": 0}
+        self.shared = {"attempts": 0, "failures": 0}
         self.computations = 0
         self.prewarm_computations = 0
+        self.early_refreshes = 0
         self.coalesced = 0
+        self.coalescing_waiters = 0
         self.requests = 0
         self.retry_policies = {name: self._make_retry_policy(name) for name in self.dependencies}
-        self._last_coalesce_event = -math.inf
-        self._prev_retry_rate = 0.0
-        self._prev_attempts = dict(self.attempts)
-        self._prev_retries = dict(self.retries)
+        self.shared_budget = RetryBudget(clock=clock, events=self.events)
+        self.shared_policy = RetryPolicy(
+            max_attempts=3,
+            backoff=self._jittered,
+            budget=self.shared_budget,
+            retry_on=(DependencyError,),
+            on_attempt=self._on_shared_attempt,
+            naive_delay=0.01,
+        )
+        self._noted: dict[str, float] = {}
+        self._refreshing: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.jobs = [
+            PeriodicJob(
+                "refresh_recommendations",
+                settings.refresh_interval_seconds,
+                self._refresh_recommendations,
+                jitter=self.timer_jitter,
+                naive=self.timers_naive,
+                rng=self.rng,
+                wall_clock=wall_clock,
+            )
+        ]
+        if shared_call is not None:
+            self.jobs.append(
+                PeriodicJob(
+                    "poll_shared_config",
+                    settings.shared_poll_interval_seconds,
+                    self._poll_shared_config,
+                    jitter=self.timer_jitter,
+                    naive=self.timers_naive,
+                    rng=self.rng,
+                    wall_clock=wall_clock,
+                )
+            )
+        if switches:
+            self.set_switches(switches)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._periodic_refresh()))
-        self._tasks.append(asyncio.create_task(self._control_loop()))
+        for job in self.jobs:
+            self._tasks.append(asyncio.create_task(job.run()))
+        self._tasks.append(asyncio.create_task(self.control.run(asyncio.sleep)))
+        self._tasks.append(asyncio.create_task(self.memory.run()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for dep in self.dependencies.values():
             await dep.aclose()
         self.store.close()
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` in the background (cancelled at stop)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------- dependencies
     def _make_retry_policy(self, name: str) -> RetryPolicy:
         def on_attempt(attempt: int) -> None:
             self.attempts[name] += 1
-            if attempt > 1:
+            if attempt == 1:
+                self.first_attempts[name] += 1
+            else:
                 self.retries[name] += 1
                 self.self_calls["retry"] += 1
 
         return RetryPolicy(
             max_attempts=3,
-            backoff=FullJitterBackoff(base=0.02, cap=0.2, rng=self.rng),
+            backoff=self._jittered,
             budget=self.budgets[name],
             retry_on=(DependencyError,),
             on_attempt=on_attempt,
@@ -148,27 +288,50 @@ class CellService:
             naive_delay=0.01,
         )
 
-    def _retry_policy(self, name: str) -> RetryPolicy:
-        policy = self.retry_policies[name]
-        policy.enabled = self.enabled["retry_budget"]
-        policy.backoff = self._unjittered if self.jitter_removed else self._jittered
-        return policy
+    def timers_naive(self) -> bool:
+        """Whether timers and backoffs run on the wall-clock grid, without jitter.
+
+        Removing jitter is the fault; only the jitter defense's response (maximum jitter,
+        then putting it back) undoes it.
+        """
+        return self.jitter_removed and not (self.enabled["jitter"] and self.jitter.maximum)
+
+    def jitter_active(self) -> bool:
+        return not self.timers_naive()
+
+    def timer_jitter(self) -> Jitter:
+        """The jitter the timers draw from: the defense's when it is on, else the plain one."""
+        return self.jitter if self.enabled["jitter"] else self.base_jitter
+
+    def _backoff(self) -> FullJitterBackoff | ExponentialBackoff:
+        return self._jittered if self.jitter_active() else self._unjittered
 
     async def call_dependency(
         self, name: str, fallback: Callable[[], Awaitable[dict[str, Any]]] | None
     ) -> dict[str, Any] | None:
-        """Call a dependency through retries and the breaker; None means it succeeded."""
+        """Call a dependency: breaker -> adaptive throttle -> retries; None means success."""
         dependency = self.dependencies[name]
-        policy = self._retry_policy(name)
+        policy = self.retry_policies[name]
+        policy.backoff = self._backoff()
+        throttle = self.throttles[name]
 
         async def operation() -> dict[str, Any] | None:
-            await policy.run(dependency.call)
+            try:
+                await throttle.call(lambda: policy.run(dependency.call))
+            except LoadShedError:
+                self.throttled[name] += 1
+                raise
             return None
 
         breaker = self.breakers[name]
-        breaker.enabled = self.enabled["circuit_breaker"]
         if not breaker.enabled or fallback is None:
-            return await operation()
+            try:
+                return await operation()
+            except LoadShedError:
+                if fallback is None:
+                    raise
+                self.fallbacks[name] += 1
+                return await fallback()
 
         async def on_fallback(_error: BaseException | None) -> dict[str, Any] | None:
             self.fallbacks[name] += 1
@@ -176,48 +339,134 @@ class CellService:
 
         return await breaker.call(operation, on_fallback)
 
-    # ----------------------------------------------------------------- handlers
-    async def profile(self, user_id: str) -> Reply:
+    # ----------------------------------------------------------------- requests
+    async def handle(self, route: str, user_id: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
+        """Admit (or refuse) one user request, pay the GC pause, run it, measure it."""
         self.requests += 1
+        refusal = self.admission.check(route)
+        if refusal is not None:
+            self.meter.refused(user_id)
+            body = {"error": refusal.reason, "shed_by": refusal.defense, "cell": self.index}
+            return Reply(refusal.status, body, refusal.retry_after)
+        started = self._clock()
+        self.memory.enter()
+        try:
+            async with self.capacity.slot():
+                await self.memory.gc_pause()
+                reply = await work()
+        except CellOverloaded as error:
+            reply = Reply(503, {"error": f"cell overloaded: {error}", "cell": self.index}, 1)
+        finally:
+            self.memory.leave()
+        self.meter.observe(
+            user_id,
+            self._clock() - started,
+            reply.status,
+            len(json.dumps(reply.body)),
+            did_work=reply.body.get("cache") not in ("hit", "stale"),
+        )
+        return reply
+
+    async def profile(self, user_id: str) -> Reply:
+        return await self.handle("profile", user_id, lambda: self._profile(user_id))
+
+    async def pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
+        return await self.handle(
+            "payments", user_id, lambda: self._pay(user_id, amount_cents, idempotency_key)
+        )
+
+    async def recommendations(self, user_id: str) -> Reply:
+        return await self.handle("recommendations", user_id, lambda: self._recommendations(user_id))
+
+    # ----------------------------------------------------------------- handlers
+    async def _profile(self, user_id: str) -> Reply:
         key = f"profile:{user_id}"
-        cached = self.cache.get(key)
-        if cached is not None:
-            return Reply(200, {**cached[0], "cell": self.index, "cache": "hit"})
+        emergency = self.control.stampede.emergency
+        entry, found = self.cache.lookup(key, allow_stale=emergency)
+        if entry is not None:
+            if found == "stale":
+                self._refresh_in_background(key, user_id)
+            elif self.xfetch.enabled and self.xfetch.should_refresh(entry.expires_at, entry.delta):
+                self.early_refreshes += 1
+                self._note("early_expiration", "refreshing a hot key before it expires (XFetch)")
+                self._refresh_in_background(key, user_id)
+            return Reply(200, {**entry.value, "cell": self.index, "cache": found})
 
         async def compute() -> dict[str, str]:
             self.computations += 1  # a computation a user's miss triggered
             return await self._load_profile(user_id)
 
         try:
-            if self.enabled["request_coalescing"]:
+            if self.enabled["request_coalescing"] or emergency:
                 if self.coalescer.waiters(key) > 0:
                     self.coalesced += 1
-                    self._note_coalescing()
-                profile = await self.coalescer.do(key, compute, timeout=2.0)
+                    self._note("request_coalescing", "concurrent misses shared one computation")
+                self.coalescing_waiters += 1
+                try:
+                    profile = await self.coalescer.do(key, compute, timeout=COALESCE_TIMEOUT)
+                finally:
+                    self.coalescing_waiters -= 1
             else:
                 profile = await compute()
-        except (DependencyError, CircuitOpenError, TimeoutError) as error:
+        except (DependencyError, DefenseError, TimeoutError) as error:
             return Reply(503, {"error": f"profile unavailable: {error}", "cell": self.index}, 1)
         return Reply(200, {**profile, "cell": self.index, "cache": "miss"})
 
     async def _load_profile(self, user_id: str) -> dict[str, str]:
         """One backend computation: the database call, the read, then the cache fill."""
+        started = self._clock()
         await self.call_dependency("database", None)
         profile = await self.store.read_profile(user_id)
-        self.cache.put(f"profile:{user_id}", profile)
+        # The time it took is XFetch's delta: slow values are refreshed earlier.
+        self.cache.put(f"profile:{user_id}", profile, self._clock() - started)
         return profile
+
+    def _refresh_in_background(self, key: str, user_id: str) -> None:
+        """Recompute ``key`` once (coalesced) while callers keep getting the cached value."""
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
+        async def refresh() -> None:
+            try:
+                with contextlib.suppress(DependencyError, DefenseError, TimeoutError):
+                    await self.coalescer.do(
+                        key, lambda: self._load_profile(user_id), timeout=COALESCE_TIMEOUT
+                    )
+            finally:
+                self._refreshing.discard(key)
+
+        self.spawn(refresh())
 
     async def _prewarm(self, key: str) -> None:
         # Through the coalescer: users who miss meanwhile wait for this computation.
         user_id = key.split(":", 1)[1]
         self.prewarm_computations += 1
         if self.enabled["request_coalescing"]:
-            await self.coalescer.do(key, lambda: self._load_profile(user_id), timeout=2.0)
+            await self.coalescer.do(
+                key, lambda: self._load_profile(user_id), timeout=COALESCE_TIMEOUT
+            )
         else:
             await self._load_profile(user_id)
 
-    async def pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
-        self.requests += 1
+    async def prewarm(self, keys: Iterable[str], reason: str) -> int:
+        """Recompute ``keys`` now (when cache prewarming is on); returns how many succeeded."""
+        chosen = list(keys)
+        if not self.enabled["cache_prewarming"] or not chosen:
+            return 0
+        self.events.record(
+            "cache_prewarming", "activated", f"{reason}: prewarming {len(chosen)} hot keys"
+        )
+        results = await asyncio.gather(*(self._prewarm(k) for k in chosen), return_exceptions=True)
+        return sum(1 for r in results if not isinstance(r, BaseException))
+
+    async def prewarm_hottest(self, reason: str) -> int:
+        """Prewarm the hottest keys that are not cached (or no longer fresh)."""
+        missing = [k for k in self.cache.hottest(PREWARM_KEYS) if not self.cache.is_fresh(k)]
+        return await self.prewarm(missing, reason)
+
+    async def _pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
+        # Committed before anything else: an acknowledged payment is never lost.
         created = await self.store.record_payment(user_id, idempotency_key, amount_cents, "pending")
         if not created:
             return Reply(200, {"idempotency_key": idempotency_key, "status": "duplicate"})
@@ -228,7 +477,7 @@ class CellService:
 
         try:
             degraded = await self.call_dependency("payment_provider", queue_for_later)
-        except (DependencyError, CircuitOpenError) as error:
+        except (DependencyError, DefenseError) as error:
             return Reply(
                 503,
                 {
@@ -253,15 +502,13 @@ class CellService:
             },
         )
 
-    async def recommendations(self, user_id: str) -> Reply:
-        self.requests += 1
-
+    async def _recommendations(self, user_id: str) -> Reply:
         async def popular() -> dict[str, Any]:
-            return {"items": ["popular-1", "popular-2", "popular-3"], "degraded": True}
+            return dict(POPULAR)
 
         try:
             degraded = await self.call_dependency("recommendations", popular)
-        except (DependencyError, CircuitOpenError) as error:
+        except (DependencyError, DefenseError) as error:
             return Reply(503, {"error": f"recommendations failed: {error}", "cell": self.index}, 1)
         if degraded:
             return Reply(200, {**degraded, "user_id": user_id, "cell": self.index})
@@ -270,57 +517,77 @@ class CellService:
             200, {"items": items, "degraded": False, "user_id": user_id, "cell": self.index}
         )
 
-    def _note_coalescing(self) -> None:
+    def _note(self, defense: str, reason: str) -> None:
+        """Record a per-request defense once per burst (every NOTE_EVERY_SECONDS at most)."""
         now = self._clock()
-        if now - self._last_coalesce_event > 5.0:
-            self.events.record(
-                "request_coalescing", "activated", "concurrent misses shared one computation"
-            )
-        self._last_coalesce_event = now
+        if now - self._noted.get(defense, -math.inf) > NOTE_EVERY_SECONDS:
+            self.events.record(defense, "activated", reason)
+        self._noted[defense] = now
 
     # -------------------------------------------------------- background work
-    async def _periodic_refresh(self) -> None:
-        """The cell's own periodic job: refresh its recommendation model (self-generated load)."""
-        interval = self.settings.refresh_interval_seconds
-        # Phase randomization at start-up (unless jitter is removed).
-        await asyncio.sleep(self.rng.uniform(0, interval))
-        while True:
-            self.self_calls["periodic"] += 1
-            with contextlib.suppress(DependencyError, CircuitOpenError):
-                await self.call_dependency("recommendations", None)
-            await asyncio.sleep(self._next_interval(interval))
+    async def _refresh_recommendations(self) -> None:
+        """Periodic job: refresh the recommendation model (self-generated load, local)."""
+        self.self_calls["periodic"] += 1
+        with contextlib.suppress(DependencyError, DefenseError):
+            await self.call_dependency("recommendations", None)
 
-    def _next_interval(self, interval: float) -> float:
-        if self.jitter_removed or not self.enabled["jitter"]:
-            # Naive timer aligned to the wall clock: every cell fires at the same instant.
-            now = self._wall()
-            return interval - (now % interval) + 1e-3
-        return self.jitter.apply(interval)
+    def _on_shared_attempt(self, attempt: int) -> None:
+        self.shared["attempts"] += 1
+        if attempt > 1:
+            self.self_calls["retry"] += 1
 
-    async def _control_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.control_tick()
+    async def _poll_shared_config(self) -> None:
+        """Periodic job: poll the configuration every cell shares (through the gateway)."""
+        assert self._shared_call is not None
+        self.self_calls["periodic"] += 1
+        self.shared_policy.backoff = self._backoff()
+        try:
+            await self.shared_policy.run(self._shared_call)
+        except (DependencyError, DefenseError):
+            self.shared["failures"] += 1
 
-    def control_tick(self) -> None:
-        """Once a second: feed the breakers the emergence signals they act on."""
-        total_attempts = sum(self.attempts.values()) - sum(self._prev_attempts.values())
-        total_retries = sum(self.retries.values()) - sum(self._prev_retries.values())
-        retry_rate = total_retries / total_attempts if total_attempts else 0.0
-        # Growth from zero is "a lot", capped so it stays a finite, JSON-able number.
-        growth = (
-            min(MAX_GROWTH, retry_rate / self._prev_retry_rate)
-            if self._prev_retry_rate > 0
-            else (MAX_GROWTH if retry_rate > 0 else 1.0)
-        )
-        load = max(dep.utilization for dep in self.dependencies.values())
-        signals = EmergenceSignals(retry_rate=retry_rate, retry_growth=growth, load=load)
+    def on_stampede(self) -> None:
+        """Stampede emergency: coalesce every miss, serve stale, prewarm the hottest keys."""
+        self.spawn(self.prewarm_hottest("stampede emergency"))
+
+    def drain_queues(self) -> int:
+        """Drop queued dependency calls whose callers have gone (metastable recovery)."""
+        return sum(dep.drain() for dep in self.dependencies.values())
+
+    def reset_connections(self) -> None:
+        """Start every dependency client afresh: breakers closed, throttles and budgets cleared."""
         for breaker in self.breakers.values():
-            breaker.report_signals(signals)
-        self._prev_retry_rate = retry_rate
-        self._prev_attempts = dict(self.attempts)
-        self._prev_retries = dict(self.retries)
-        self.cache.decay()
+            breaker.reset()
+        for throttle in self.throttles.values():
+            throttle.reset()
+        for budget in self.budgets.values():
+            budget.reset()
+
+    def restore_jitter(self, reason: str) -> None:
+        """The jitter defense's answer to synchronization: put removed jitter back."""
+        if self.enabled["jitter"] and self.jitter_removed:
+            self.jitter_removed = False
+            self.jitter_restored_by = reason
+            logger.warning("cell %s: jitter restored by the control loop: %s", self.index, reason)
+
+    # ------------------------------------------------------------- death spiral
+    def request_restart(self, reason: str) -> None:
+        """Ask the server for a graceful restart (predictive restart); once."""
+        if self.restart_reason is not None:
+            return
+        self.restart_reason = reason
+        logger.warning("cell %s: graceful restart requested: %s", self.index, reason)
+        if self._on_restart is not None:
+            self._on_restart(reason)
+
+    def _die(self, reason: str) -> None:
+        logger.error("cell %s: %s: killed like the OOM killer would", self.index, reason)
+        if self._on_oom is not None:
+            self._on_oom(reason)
+
+    def start_memory_pressure(self, megabytes_per_second: float, duration: float) -> dict[str, Any]:
+        answer = self.memory.start_pressure(megabytes_per_second, duration)
+        return {"cell": self.index, **answer}
 
     # ------------------------------------------------------------------- admin
     def inject_fault(self, request: dict[str, Any], fault_id: str | None = None) -> dict[str, Any]:
@@ -331,55 +598,67 @@ class CellService:
     async def invalidate_cache(self) -> dict[str, Any]:
         hottest = self.cache.hottest(PREWARM_KEYS)
         removed = self.cache.invalidate()
-        prewarmed = 0
-        if self.enabled["cache_prewarming"] and hottest:
-            self.events.record(
-                "cache_prewarming", "activated", f"prewarming {len(hottest)} hot keys"
-            )
-            results = await asyncio.gather(
-                *(self._prewarm(key) for key in hottest), return_exceptions=True
-            )
-            prewarmed = sum(1 for r in results if not isinstance(r, BaseException))
+        prewarmed = await self.prewarm(hottest, "cache invalidated")
         return {"removed": removed, "prewarmed": prewarmed}
 
     def set_jitter(self, enabled: bool) -> None:
         self.jitter_removed = not enabled
+        if not enabled:
+            self.jitter_restored_by = None
 
     def set_defenses(self, enabled: bool, names: list[str] | None) -> list[str]:
         chosen = list(DEFENSES) if names is None else names
         unknown = [n for n in chosen if n not in DEFENSES]
         if unknown:
             raise ValueError(f"names: unknown defense(s) {unknown}; known: {', '.join(DEFENSES)}")
-        for name in chosen:
-            self.enabled[name] = enabled
+        self.set_switches(dict.fromkeys(chosen, enabled))
         return chosen
 
-    def reset(self) -> dict[str, Any]:
+    def set_switches(self, switches: dict[str, bool]) -> None:
+        """Switch defenses on or off and bring every defense object in line."""
+        apply_switches(self, switches)
+
+    async def reset(self) -> dict[str, Any]:
+        """Back to normal: faults gone, defenses on, jitter back, ingress open, caches warm."""
         cleared = self.faults.clear()
-        self.enabled = dict.fromkeys(DEFENSES, True)
+        self.set_switches(dict.fromkeys(DEFENSES, True))
         self.jitter_removed = False
+        self.jitter_restored_by = None
         for breaker in self.breakers.values():
             breaker.reset()
-        return {"faults_cleared": cleared}
+        for throttle in self.throttles.values():
+            throttle.reset()
+        for policy in (*self.retry_policies.values(), self.shared_policy):
+            policy.reset()
+        self.shedder.reset()
+        self.jitter.reset()
+        self.control.reset()
+        released = self.memory.clear()
+        drained = self.drain_queues()
+        prewarmed = await self.prewarm_hottest("reset")
+        return {
+            "faults_cleared": cleared,
+            "ballast_released_bytes": released,
+            "queued_calls_drained": drained,
+            "prewarmed": prewarmed,
+        }
 
-    def state(self) -> dict[str, Any]:
+    # ----------------------------------------------------------------- reading
+    def events_since(self, since: float) -> list[dict[str, Any]]:
+        """Events at or after ``since``, those of this cell's earlier processes included."""
+        earlier = [e for e in self.previous_events if e["at"] >= since]
+        return earlier + [e.as_dict() for e in self.events.since(since)]
+
+    def metastable(self) -> dict[str, Any]:
+        condition = self.control.metastable.condition
         return {
             "cell": self.index,
-            "defenses": dict(self.enabled),
-            "jitter_removed": self.jitter_removed,
-            "faults": self.faults.snapshot(),
-            "breakers": {name: b.snapshot() for name, b in self.breakers.items()},
-            "dependencies": {
-                name: {"in_flight": d.in_flight, "waiting": d.waiting, **vars(d.stats)}
-                for name, d in self.dependencies.items()
-            },
-            "cache": {
-                "entries": len(self.cache),
-                "hits": self.cache.hits,
-                "misses": self.cache.misses,
-            },
-            "coalescing": {"computations": self.computations, "coalesced": self.coalesced},
+            "condition": condition.as_dict() if condition else None,
+            "recovery": self.control.recovery.snapshot(),
         }
+
+    def state(self) -> dict[str, Any]:
+        return cell_state(self)
 
     def breaker_states(self) -> dict[str, BreakerState]:
         return {name: b.state for name, b in self.breakers.items()}

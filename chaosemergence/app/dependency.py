@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chaosemergence.app.faults import FaultTable
 from chaosemergence.app.settings import DependencySettings
@@ -49,6 +50,7 @@ class DependencyStats:
     overloaded: int = 0
     wasted: int = 0  # completed after the caller had given up
     served: int = 0  # calls a worker actually served
+    drained: int = 0  # queued calls dropped by drain() because their caller had gone
 
 
 class SimulatedDependency:
@@ -74,6 +76,8 @@ class SimulatedDependency:
         self.in_flight = 0
         self.stats = DependencyStats()
         self._pending: set[asyncio.Task[None]] = set()
+        # Calls waiting for a worker, with the future their caller waits on (event loop only).
+        self._queued: dict[asyncio.Task[None], asyncio.Future[None]] = {}
 
     @property
     def utilization(self) -> float:
@@ -95,6 +99,7 @@ class SimulatedDependency:
         lost = any(f.kind == "timeout" for f in faults)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._serve(extra, lost, done))
+        self._queued[task] = done
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         try:
@@ -121,8 +126,10 @@ class SimulatedDependency:
         # The server keeps working even when the caller has left: that work is wasted.
         self.waiting += 1
         admitted = False
+        current = asyncio.current_task()
         try:
             async with self._workers:
+                self._forget_queued(current)
                 self.waiting -= 1
                 admitted = True
                 self.in_flight += 1
@@ -136,11 +143,29 @@ class SimulatedDependency:
                     self.in_flight -= 1
         finally:
             if not admitted:
+                self._forget_queued(current)
                 self.waiting -= 1
         if done.cancelled():
             self.stats.wasted += 1
         elif not lost:  # a lost response never reaches the caller, who times out
             done.set_result(None)
+
+    def _forget_queued(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self._queued.pop(task, None)
+
+    def drain(self) -> int:
+        """Drop the queued calls whose caller has already gone; returns how many.
+
+        They would otherwise take a worker later and do wasted work (what keeps a
+        metastable queue stuck); calls being served, or still awaited, are left alone.
+        """
+        gone = [task for task, done in self._queued.items() if done.cancelled()]
+        for task in gone:
+            task.cancel()
+            del self._queued[task]
+        self.stats.drained += len(gone)
+        return len(gone)
 
     async def aclose(self) -> None:
         for task in list(self._pending):

@@ -3,6 +3,10 @@
 It is deliberately thin. A dead or failing cell is not failed over (that is how cascades
 start): its users get 503 with Retry-After and every other cell is untouched. Admin calls
 are validated once here, then fanned out to the live cells.
+
+It also runs three small loops: the metric window (1 s), the supervisor's monitor (a cell
+that exited to be restarted comes back on its socket; 0.1 s) and the synchronization
+loop (1 s: the cells' correlation on the shared dependency it hosts, pushed to every cell).
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -28,16 +34,41 @@ from chaosemergence.app.auth import AdminAuthMiddleware
 from chaosemergence.app.cell_app import json_body
 from chaosemergence.app.cell_service import DEFENSES
 from chaosemergence.app.faults import validate_fault_request
+from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import GatewayMetrics
+from chaosemergence.app.routing import Routing
+from chaosemergence.app.storage import missing_in_file
 from chaosemergence.app.supervisor import Supervisor
+from chaosemergence.app.sync import MAX_WINDOW_SECONDS, SHARED_DEPENDENCY, SharedDependencyHost
 from chaosemergence.app.window import MetricWindow
-from chaosemergence.defenses import HashRing
 
 __all__ = ["create_gateway_app"]
 
+logger = logging.getLogger("chaosemergence.gateway")
+
+# Defenses the gateway itself runs (the cells run the others).
+GATEWAY_DEFENSES: tuple[str, ...] = ("cellular_routing",)
+ALL_DEFENSES: tuple[str, ...] = (*DEFENSES, *GATEWAY_DEFENSES)
 ADMIN_FANOUT_TIMEOUT = 10.0
+SIGNAL_TIMEOUT = 1.0
 ROUTES = ("profile", "payments", "recommendations")
 NAIVE_GATEWAY_RETRIES = 2
+MONITOR_SECONDS = 0.1
+SYNC_SECONDS = 1.0
+# The cell closed the connection without answering (it is restarting): safe to send again.
+RECONNECT_ERRORS = (httpx.RemoteProtocolError, httpx.ConnectError)
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[None] | None], name: str) -> None:
+    """Run ``work`` every ``seconds`` until cancelled; a failure is logged, not fatal."""
+    while True:
+        try:
+            result = work()
+            if result is not None:
+                await result
+        except Exception:
+            logger.exception("gateway loop %s failed", name)
+        await asyncio.sleep(seconds)
 
 
 def _bad_request(message: str) -> JSONResponse:
@@ -63,8 +94,9 @@ def create_gateway_app(
     metrics = GatewayMetrics(registry)
     window = MetricWindow(registry)
     settings = supervisor.settings
-    ring = HashRing([str(i) for i in range(settings.cells)])
+    routing = Routing(settings.cells)
     fault_ids = itertools.count(1)
+    shared = SharedDependencyHost(settings, rng=random.Random(settings.seed * 1000 + 999))
     # Event-loop state: the gateway's own defense switch and the acknowledged-payment ledger.
     naive_retries = {"enabled": False}
     acknowledged: dict[int, set[str]] = {i: set() for i in range(settings.cells)}
@@ -77,26 +109,39 @@ def create_gateway_app(
 
     async def forward(request: Request, route: str) -> Response:
         user_id = request.path_params["user_id"]
-        cell = int(ring.node_for(user_id))
-        target = supervisor.cells[cell]
+        home = routing.home(user_id)
         body = await request.body()
         started = time.perf_counter()
         status, content, retry_after = 503, b"", "1"
-        attempts = 1 + (NAIVE_GATEWAY_RETRIES if naive_retries["enabled"] else 0)
-        for attempt in range(attempts):
+        content_type = {"content-type": request.headers.get("content-type", "")}
+        # Cellular: the home cell only (retried in place in naive-retry mode). Shared mode
+        # (cellular_routing off): fail over through every live instance.
+        tries = routing.candidates(user_id, lambda c: supervisor.cells[c].available)
+        if len(tries) == 1:
+            tries = tries * (1 + (NAIVE_GATEWAY_RETRIES if naive_retries["enabled"] else 0))
+        cell = home
+        for attempt, cell in enumerate(tries):
+            target = supervisor.cells[cell]
             if attempt:
                 metrics.gateway_retries.inc()
-            if not target.alive:
+            if not target.available:
                 # The supervisor holds the cell's socket: don't queue on a dead process.
+                # (A cell restarting on its own is available: its backlog holds the request.)
                 content = f'{{"error": "cell {cell} is down"}}'.encode()
                 continue
+            url = f"{target.url}/users/{user_id}/{route}"
             try:
-                answer = await client.request(
-                    request.method,
-                    f"{target.url}/users/{user_id}/{route}",
-                    content=body,
-                    headers={"content-type": request.headers.get("content-type", "")},
-                )
+                try:
+                    answer = await client.request(
+                        request.method, url, content=body, headers=content_type
+                    )
+                except RECONNECT_ERRORS:
+                    # A draining cell closed this kept-alive connection: the request never
+                    # reached it. Send it once more (the next process takes it).
+                    metrics.reconnects.inc()
+                    answer = await client.request(
+                        request.method, url, content=body, headers=content_type
+                    )
                 status, content = answer.status_code, answer.content
                 retry_after = answer.headers.get("retry-after", "1")
             except httpx.HTTPError as error:
@@ -105,15 +150,25 @@ def create_gateway_app(
             if status < 500:
                 break
         elapsed = time.perf_counter() - started
-        outcome = "failure" if status >= 500 else "success"
-        metrics.requests.labels(route, str(cell), outcome).inc()
+        # 429: the cell's load shedder dropped low-priority work on purpose ("shed").
+        outcome = "failure" if status >= 500 else "shed" if status == 429 else "success"
+        # Counted against the user's home cell: "users of cell k" is what failure radius means.
+        metrics.requests.labels(route, str(home), outcome).inc()
         metrics.latency.labels(route).observe(elapsed)
         if route == "payments":
             key = _acknowledged_key(content)
             if key:
                 acknowledged[cell].add(key)
-        extra = {"Retry-After": retry_after} if status == 503 else {}
+        extra = {"Retry-After": retry_after} if status in (429, 503) else {}
         return Response(content, status_code=status, media_type="application/json", headers=extra)
+
+    async def shared_call(request: Request) -> Response:
+        cell = request.path_params["cell"]
+        if not 0 <= cell < settings.cells:
+            return _bad_request(f"cell must be an index in 0..{settings.cells - 1}, got {cell}")
+        status, answer = await shared.call(cell)
+        metrics.shared_calls.labels(str(cell), answer["result"]).inc()
+        return JSONResponse(answer, status_code=status)
 
     async def profile(request: Request) -> Response:
         return await forward(request, "profile")
@@ -151,11 +206,25 @@ def create_gateway_app(
     async def add_fault(request: Request) -> Response:
         try:
             body = await json_body(request)
-            normalized = validate_fault_request(body, settings.dependencies)
+            normalized = validate_fault_request(body, [*settings.dependencies, SHARED_DEPENDENCY])
             cells = _parse_cells(body.get("cells"), settings.cells)
         except ValueError as error:
             return _bad_request(str(error))
         fault_id = f"fault-{next(fault_ids)}"
+        if normalized["dependency"] == SHARED_DEPENDENCY:
+            # The shared dependency lives here: every cell that calls it sees the fault.
+            shared.faults.add(normalized, fault_id)
+            return JSONResponse(
+                {
+                    "id": fault_id,
+                    **normalized,
+                    "cells": [],
+                    "target": "gateway",
+                    "skipped": {},
+                    "expires_at": time.time() + normalized["duration"],
+                },
+                status_code=201,
+            )
         results = await fan_out("POST", "/admin/faults", cells, json={**normalized, "id": fault_id})
         applied = [i for i, r in results.items() if "error" not in r]
         return JSONResponse(
@@ -173,7 +242,10 @@ def create_gateway_app(
         fault_id = request.query_params.get("id")
         params = {"id": fault_id} if fault_id else None
         results = await fan_out("DELETE", "/admin/faults", params=params)
-        return JSONResponse({"cleared": sum(r.get("cleared", 0) for r in results.values())})
+        cleared = shared.faults.clear(fault_id)
+        return JSONResponse(
+            {"cleared": cleared + sum(r.get("cleared", 0) for r in results.values())}
+        )
 
     async def invalidate(_: Request) -> Response:
         results = await fan_out("POST", "/admin/cache/invalidate")
@@ -186,6 +258,7 @@ def create_gateway_app(
                 raise ValueError(f"enabled must be true or false, got {body.get('enabled')!r}")
         except ValueError as error:
             return _bad_request(str(error))
+        supervisor.desired_jitter_removed = not body["enabled"]
         results = await fan_out("POST", "/admin/jitter", json=body)
         return JSONResponse({"cells": {str(i): r for i, r in results.items()}})
 
@@ -198,21 +271,34 @@ def create_gateway_app(
             if names is not None:
                 if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                     raise ValueError("names must be a list of defense names or null")
-                unknown = [n for n in names if n not in DEFENSES]
+                unknown = [n for n in names if n not in ALL_DEFENSES]
                 if unknown:
                     raise ValueError(
-                        f"names: unknown defense(s) {unknown}; known: {', '.join(DEFENSES)}"
+                        f"names: unknown defense(s) {unknown}; known: {', '.join(ALL_DEFENSES)}"
                     )
         except ValueError as error:
             return _bad_request(str(error))
+        if names is None or "cellular_routing" in names:
+            routing.cellular = enabled
         if names is None or "retry_budget" in names:
             # Without the retry budget, the gateway retries too: retries at two layers.
             naive_retries["enabled"] = not enabled
-        results = await fan_out("POST", "/admin/defenses", json=body)
+        # A cell restarted on its own comes back with the switches it was last given.
+        for name in [n for n in names or DEFENSES if n in DEFENSES]:
+            if enabled:
+                supervisor.desired_switches.pop(name, None)
+            else:
+                supervisor.desired_switches[name] = False
+        cell_names = None if names is None else [n for n in names if n in DEFENSES]
+        results = (
+            await fan_out("POST", "/admin/defenses", json={"enabled": enabled, "names": cell_names})
+            if cell_names is None or cell_names
+            else {}
+        )
         return JSONResponse(
             {
                 "enabled": enabled,
-                "names": names or list(DEFENSES),
+                "names": names or list(ALL_DEFENSES),
                 "cells": {str(i): r for i, r in results.items()},
             }
         )
@@ -228,12 +314,64 @@ def create_gateway_app(
         restarted = await asyncio.to_thread(supervisor.restart_dead)
         return JSONResponse({"restarted": restarted})
 
+    async def memory_pressure(request: Request) -> Response:
+        index = request.path_params["index"]
+        if not 0 <= index < settings.cells:
+            return _bad_request(f"cell must be an index in 0..{settings.cells - 1}, got {index}")
+        try:
+            rate, duration = validate_pressure_request(await json_body(request))
+        except ValueError as error:
+            return _bad_request(str(error))
+        if not supervisor.cells[index].alive:
+            return JSONResponse({"error": f"cell {index} is down"}, status_code=409)
+        body = {"megabytes_per_second": rate, "duration": duration}
+        answer = (await fan_out("POST", "/admin/memory-pressure", [index], json=body))[index]
+        if "error" in answer:
+            return JSONResponse({"cell": index, **answer}, status_code=502)
+        return JSONResponse({**answer, "expires_at": time.time() + duration}, status_code=201)
+
     async def reset(_: Request) -> Response:
+        # Before anything else: a restarted cell must come back with every defense on.
+        supervisor.desired_switches.clear()
+        supervisor.desired_jitter_removed = False
         restarted = await asyncio.to_thread(supervisor.restart_dead)
         naive_retries["enabled"] = False
+        routing.cellular = True
+        shared.reset()
         results = await fan_out("POST", "/admin/reset")
         return JSONResponse(
             {"restarted": restarted, "cells": {str(i): r for i, r in results.items()}}
+        )
+
+    async def correlation(request: Request) -> Response:
+        try:
+            seconds = float(request.query_params.get("window", "30"))
+            if not 0 < seconds <= MAX_WINDOW_SECONDS:
+                raise ValueError
+        except ValueError:
+            return _bad_request(
+                f"window must be a number of seconds in (0, {MAX_WINDOW_SECONDS:.0f}]"
+            )
+        buckets, series = shared.snapshot_series(seconds)
+        # Pairwise correlations over a long window take a while: off the event loop.
+        return JSONResponse(await asyncio.to_thread(shared.reading, buckets, series))
+
+    async def metastable(_: Request) -> Response:
+        results = await fan_out("GET", "/admin/metastable")
+        conditions = {
+            str(i): (r.get("condition") if isinstance(r, dict) else None)
+            for i, r in sorted(results.items())
+        }
+        recovery = {
+            str(i): (r.get("recovery") or {}).get("phase") if isinstance(r, dict) else None
+            for i, r in sorted(results.items())
+        }
+        return JSONResponse(
+            {
+                "metastable": any(c is not None for c in conditions.values()),
+                "cells": conditions,
+                "recovery": recovery,
+            }
         )
 
     async def state(_: Request) -> Response:
@@ -241,13 +379,25 @@ def create_gateway_app(
         return JSONResponse(
             {
                 "started_at": started_at,
-                "gateway": {"naive_retries": naive_retries["enabled"], "cells": settings.cells},
+                "gateway": {
+                    "naive_retries": naive_retries["enabled"],
+                    "cellular_routing": routing.cellular,
+                    "cells": settings.cells,
+                    "shared_dependency": shared.state(),
+                    "desired": {
+                        "switches": dict(supervisor.desired_switches),
+                        "jitter_removed": supervisor.desired_jitter_removed,
+                    },
+                },
                 "cells": [
                     {
                         "index": c.index,
                         "url": c.url,
                         "alive": c.alive,
+                        "restarting": c.restarting,
                         "restarts": c.restarts,
+                        "planned_restarts": c.planned_restarts,
+                        "last_exit": c.last_exit.as_dict() if c.last_exit else None,
                         "state": results.get(c.index),
                     }
                     for c in supervisor.cells
@@ -287,11 +437,15 @@ def create_gateway_app(
         for index, keys in acknowledged.items():
             if not keys:
                 continue
-            answer = (
-                await fan_out(
-                    "POST", "/admin/payments/missing", [index], json={"keys": sorted(keys)}
-                )
-            )[index]
+            if supervisor.cells[index].alive:
+                answer = (
+                    await fan_out(
+                        "POST", "/admin/payments/missing", [index], json={"keys": sorted(keys)}
+                    )
+                )[index]
+            else:  # a dead cell's database file is still there: read it directly
+                db = supervisor.run_dir / f"cell-{index}.sqlite3"
+                answer = {"missing": await asyncio.to_thread(missing_in_file, db, sorted(keys))}
             if "error" in answer:
                 per_cell[str(index)] = answer
                 continue
@@ -313,19 +467,49 @@ def create_gateway_app(
         ]
         return JSONResponse([{"targets": urls, "labels": {"job": "chaosemergence"}}])
 
+    def monitor() -> None:
+        """Reap exited cells (restarting those that asked for it); publish who is up."""
+        for ended in supervisor.reap():
+            logger.warning("cell %s exited (%s, code %s)", ended.cell, ended.reason, ended.code)
+            metrics.cell_exits.labels(str(ended.cell), ended.reason).inc()
+        for cell in supervisor.cells:
+            metrics.cell_up.labels(str(cell.index)).set(1.0 if cell.available else 0.0)
+
+    async def synchronization() -> None:
+        """Measure the cells' correlation on the shared dependency; tell every live cell."""
+        reading = shared.loop_reading()
+        metrics.correlation.set(reading["correlation"])
+        metrics.peak_to_mean.set(reading["peak_to_mean"])
+        payload = {"correlation": min(1.0, max(0.0, reading["correlation"]))}
+
+        async def push(index: int) -> None:
+            cell = supervisor.cells[index]
+            if cell.alive:
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.post(
+                        f"{cell.url}/admin/signals",
+                        json=payload,
+                        headers=headers,
+                        timeout=SIGNAL_TIMEOUT,
+                    )
+
+        await asyncio.gather(*(push(i) for i in range(settings.cells)))
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async def tick() -> None:
-            while True:
-                window.tick()
-                await asyncio.sleep(1.0)
-
-        ticker = asyncio.create_task(tick())
+        loops = [
+            asyncio.create_task(_every(1.0, window.tick, "metric window")),
+            asyncio.create_task(_every(MONITOR_SECONDS, monitor, "monitor")),
+            asyncio.create_task(_every(SYNC_SECONDS, synchronization, "synchronization")),
+        ]
         try:
             yield
         finally:
-            ticker.cancel()
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
             await client.aclose()
+            await shared.dependency.aclose()
 
     routes = [
         Route("/users/{user_id}/profile", profile, methods=["GET"]),
@@ -341,7 +525,11 @@ def create_gateway_app(
         Route("/admin/defenses", defenses, methods=["POST"]),
         Route("/admin/cells/{index:int}/kill", kill_cell, methods=["POST"]),
         Route("/admin/cells/restart", restart_cells, methods=["POST"]),
+        Route("/admin/cells/{index:int}/memory-pressure", memory_pressure, methods=["POST"]),
         Route("/admin/reset", reset, methods=["POST"]),
+        Route("/admin/correlation", correlation),
+        Route("/admin/metastable", metastable),
+        Route("/internal/shared/{cell:int}", shared_call, methods=["POST"]),
         Route("/admin/state", state),
         Route("/admin/events", events),
         Route("/admin/increase", increase),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -44,6 +44,42 @@ class GatewayMetrics:
         self.gateway_retries = Counter(
             "emergence_gateway_retries",
             "Retries the gateway made towards cells (naive mode only).",
+            registry=registry,
+        )
+        self.reconnects = Counter(
+            "emergence_gateway_reconnects",
+            "Requests resent once because a cell closed the connection before answering "
+            "(a cell restarting); not counted as retries.",
+            registry=registry,
+        )
+        self.correlation = Gauge(
+            "emergence_correlation",
+            "Largest pairwise correlation of the cells' self-generated load on the shared "
+            "dependency, over the control window.",
+            registry=registry,
+        )
+        self.peak_to_mean = Gauge(
+            "emergence_shared_peak_to_mean",
+            "Peak over mean of the shared dependency's arrivals per bucket (control window).",
+            registry=registry,
+        )
+        self.shared_calls = Counter(
+            "emergence_shared_calls",
+            "Calls the cells made to the shared dependency, by result.",
+            ["cell", "result"],
+            registry=registry,
+        )
+        self.cell_exits = Counter(
+            "emergence_cell_exits",
+            "Cell processes that ended, by reason (predictive_restart, oom_killed, killed, "
+            "crashed, stopped).",
+            ["cell", "reason"],
+            registry=registry,
+        )
+        self.cell_up = Gauge(
+            "emergence_cell_up",
+            "1 while the cell's process runs (or is restarting on its socket).",
+            ["cell"],
             registry=registry,
         )
 
@@ -96,6 +132,7 @@ class CellCollector(Collector):
                 ("error", stats.errors),
                 ("overloaded", stats.overloaded),
                 ("wasted", stats.wasted),
+                ("drained", stats.drained),
             ):
                 outcomes.add_metric([label, name, result], value)
             fallbacks.add_metric([label, name], cell.fallbacks[name])
@@ -104,13 +141,29 @@ class CellCollector(Collector):
             state = cell.breakers[name].state.name.lower()
             breaker.add_metric([label, name], BREAKER_STATE_VALUES.get(state, -1))
         yield from (attempts, retries, outcomes, fallbacks, in_flight, waiting, breaker)
+        throttled = CounterMetricFamily(
+            "emergence_throttled_calls",
+            "Dependency calls the adaptive throttle rejected locally.",
+            labels=["cell", "dependency"],
+        )
+        for name, value in cell.throttled.items():
+            throttled.add_metric([label, name], value)
+        yield throttled
 
         cache = CounterMetricFamily(
             "emergence_cache_requests", "Cache lookups by result.", labels=["cell", "result"]
         )
         cache.add_metric([label, "hit"], cell.cache.hits)
         cache.add_metric([label, "miss"], cell.cache.misses)
+        cache.add_metric([label, "stale"], cell.cache.stale)
         yield cache
+        early = CounterMetricFamily(
+            "emergence_early_refreshes",
+            "Cached profiles refreshed before expiry by probabilistic early expiration.",
+            labels=["cell"],
+        )
+        early.add_metric([label], cell.early_refreshes)
+        yield early
         computations = CounterMetricFamily(
             "emergence_backend_computations", "Profile computations (cache fills).", labels=["cell"]
         )
@@ -139,3 +192,110 @@ class CellCollector(Collector):
         for name, on in cell.enabled.items():
             enabled.add_metric([label, name], 1.0 if on else 0.0)
         yield enabled
+        yield from _control_metrics(cell, label)
+        yield from _memory_metrics(cell, label)
+
+
+RECOVERY_PHASE_VALUES = {"idle": 0, "paused": 1, "restoring": 2, "failed": 3}
+
+
+def _control_metrics(
+    cell: CellService, label: str
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    shed = CounterMetricFamily(
+        "emergence_shed_requests",
+        "User requests refused at admission, by the defense that refused them.",
+        labels=["cell", "defense"],
+    )
+    for defense, value in cell.admission.refused.items():
+        shed.add_metric([label, defense], value)
+    yield shed
+    shedder = cell.shedder
+    score = GaugeMetricFamily(
+        "emergence_complexity_score", "The cell's complexity score (0..1).", labels=["cell"]
+    )
+    score.add_metric([label], shedder.score)
+    yield score
+    fraction = GaugeMetricFamily(
+        "emergence_shed_fraction",
+        "Share of load the shedder's current level sheds (0, 0.1, 0.3, 0.7 or an override).",
+        labels=["cell"],
+    )
+    fraction.add_metric([label], shedder.level.shed_fraction if shedder.enabled else 0.0)
+    yield fraction
+    recovery = cell.control.recovery
+    phase = GaugeMetricFamily(
+        "emergence_recovery_phase",
+        "Staged recovery phase: 0 idle, 1 paused, 2 restoring, 3 failed.",
+        labels=["cell"],
+    )
+    phase.add_metric([label], RECOVERY_PHASE_VALUES.get(recovery.phase.value, -1))
+    yield phase
+    admitted = GaugeMetricFamily(
+        "emergence_recovery_admit_fraction",
+        "Share of non-critical ingress the staged recovery admits (1 when idle).",
+        labels=["cell"],
+    )
+    admitted.add_metric([label], recovery.admit_fraction)
+    yield admitted
+    metastable = GaugeMetricFamily(
+        "emergence_metastable",
+        "1 while the metastable detector holds a condition.",
+        labels=["cell"],
+    )
+    metastable.add_metric([label], 1.0 if cell.control.metastable.condition else 0.0)
+    yield metastable
+    stampede = GaugeMetricFamily(
+        "emergence_stampede_emergency",
+        "1 while stampede protection is in emergency mode.",
+        labels=["cell"],
+    )
+    stampede.add_metric([label], 1.0 if cell.control.stampede.emergency else 0.0)
+    yield stampede
+    report = cell.control.last_report
+    patterns = GaugeMetricFamily(
+        "emergence_pattern_probability",
+        "The control loop's probability of each emergent pattern at its last tick.",
+        labels=["cell", "pattern"],
+    )
+    if report is not None:
+        for pattern, probability in report.patterns.items():
+            patterns.add_metric([label, pattern], probability)
+    yield patterns
+    jitter = GaugeMetricFamily(
+        "emergence_jitter_factor",
+        "The jitter factor the cell's timers use now (0 when its timers are naively aligned).",
+        labels=["cell"],
+    )
+    jitter.add_metric([label], 0.0 if cell.timers_naive() else cell.timer_jitter().effective()[1])
+    yield jitter
+
+
+def _memory_metrics(
+    cell: CellService, label: str
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    memory = cell.memory
+    used = GaugeMetricFamily(
+        "emergence_memory_used_bytes",
+        "Accounted memory: ballast plus the working set of requests in flight.",
+        labels=["cell"],
+    )
+    used.add_metric([label], memory.used_bytes())
+    yield used
+    limit = GaugeMetricFamily(
+        "emergence_memory_limit_bytes", "The cell's memory limit.", labels=["cell"]
+    )
+    limit.add_metric([label], memory.limit_bytes)
+    yield limit
+    ballast = GaugeMetricFamily(
+        "emergence_memory_ballast_bytes", "Memory leaked by injected pressure.", labels=["cell"]
+    )
+    ballast.add_metric([label], memory.ballast_bytes)
+    yield ballast
+    gc_time = CounterMetricFamily(
+        "emergence_gc_pause_seconds",
+        "Modelled stop-the-world GC pauses paid by requests, in seconds.",
+        labels=["cell"],
+    )
+    gc_time.add_metric([label], memory.gc_seconds)
+    yield gc_time

@@ -37,13 +37,23 @@ def apply_overrides(settings: SystemSettings, overrides: dict[str, Any]) -> Syst
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown settings {unknown}; known: {', '.join(sorted(known))}")
-    changes = {k: v for k, v in overrides.items() if k != "dependencies"}
+    changes = {k: v for k, v in overrides.items() if k not in ("dependencies", "shared_dependency")}
+    dep_fields = {f.name for f in dataclasses.fields(DependencySettings)}
+    if "shared_dependency" in overrides:
+        given_shared = overrides["shared_dependency"]
+        if not isinstance(given_shared, dict):
+            raise ValueError("shared_dependency must be a mapping of dependency settings")
+        bad_shared = sorted(set(given_shared) - dep_fields)
+        if bad_shared:
+            raise ValueError(f"shared_dependency: unknown fields {bad_shared}")
+        changes["shared_dependency"] = dataclasses.replace(
+            settings.shared_dependency, **given_shared
+        )
     if "dependencies" in overrides:
         deps = dict(settings.dependencies)
         given = overrides["dependencies"]
         if not isinstance(given, dict):
             raise ValueError("dependencies must be a mapping of dependency name to settings")
-        dep_fields = {f.name for f in dataclasses.fields(DependencySettings)}
         for name, values in given.items():
             if name not in deps:
                 raise ValueError(f"dependencies.{name}: unknown dependency; known: {sorted(deps)}")

@@ -7,25 +7,12 @@ modest request rates on any machine.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "OVERRIDES_ENV",
-    "DependencySettings",
-    "SystemSettings",
-    "default_state_dir",
-    "token_file_for_port",
-]
-
-# JSON object of SystemSettings fields applied by the supervisor on top of the command line
-# (tests and experiments use it to run the same system with faster dynamics).
-OVERRIDES_ENV = "CHAOSEMERGENCE_SYSTEM_SETTINGS"
-# Fields that belong to the command line, never to the overrides.
-_NOT_OVERRIDABLE = frozenset({"cells", "host", "port", "state_dir"})
+__all__ = ["DependencySettings", "SystemSettings", "default_state_dir", "token_file_for_port"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +89,7 @@ class SystemSettings:
     xfetch_beta: float = 1.0
     # Staged recovery from a metastable state (the seed uses 30 s steps; see decisions.md).
     recovery_pause_seconds: float = 2.0
-    recovery_step_seconds: float = 3.0
+    recovery_step_seconds: float = 1.5  # 2 s + 7 steps: traffic fully back in 12.5 s
     # Death spiral: each cell's memory limit (ballast + request working set), its GC model
     # and guardrails.
     cell_memory_limit_mb: float = 256.0
@@ -116,7 +103,12 @@ class SystemSettings:
     shared_dependency: DependencySettings = field(default_factory=_default_shared_dependency)
     shared_poll_interval_seconds: float = 0.5
     correlation_bucket_seconds: float = 0.0625
-    correlation_window_seconds: float = 10.0
+    correlation_window_seconds: float = 10.0  # what the control loops act on
+    # Cascade: each cell's own worker pool (0 = unlimited); every request holds a worker
+    # while it is handled, plus a fixed cost, and a full waiting line is refused at once.
+    cell_workers: int = 0
+    cell_request_cost_ms: float = 0.0
+    cell_queue_limit: int = 256
 
     def __post_init__(self) -> None:
         if not 1 <= self.cells <= 64:
@@ -125,6 +117,9 @@ class SystemSettings:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"host must be a loopback address, got {self.host!r}")
+        for name in ("cell_workers", "cell_request_cost_ms", "cell_queue_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         positive = (
             "cache_ttl_seconds",
             "refresh_interval_seconds",
@@ -174,38 +169,6 @@ class SystemSettings:
         if "shared_dependency" in data:
             rest["shared_dependency"] = DependencySettings(**data["shared_dependency"])
         return cls(dependencies=deps or _default_dependencies(), **rest)
-
-    def with_env_overrides(self, environ: dict[str, str] | None = None) -> SystemSettings:
-        """These settings with ``$CHAOSEMERGENCE_SYSTEM_SETTINGS`` (a JSON object) applied.
-
-        ValueError names the variable and the offending field.
-        """
-        raw = (os.environ if environ is None else environ).get(OVERRIDES_ENV, "").strip()
-        if not raw:
-            return self
-        try:
-            data = json.loads(raw)
-        except ValueError as error:
-            raise ValueError(f"{OVERRIDES_ENV} is not valid JSON: {error}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{OVERRIDES_ENV} must be a JSON object of settings")
-        known = {f.name for f in fields(self)} - _NOT_OVERRIDABLE
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{OVERRIDES_ENV}: unknown or fixed setting(s) {unknown}")
-        changes = dict(data)
-        if "dependencies" in changes:
-            deps = dict(self.dependencies)
-            for name, values in changes["dependencies"].items():
-                base = asdict(deps[name]) if name in deps else {}
-                deps[name] = DependencySettings(**{**base, **values})
-            changes["dependencies"] = deps
-        if "shared_dependency" in changes:
-            base = asdict(self.shared_dependency)
-            changes["shared_dependency"] = DependencySettings(
-                **{**base, **changes["shared_dependency"]}
-            )
-        return replace(self, **changes)
 
 
 def default_state_dir() -> Path:

@@ -83,17 +83,28 @@ class AdaptiveThrottle:
         Errors in ``rejected_on`` mean the backend refused the request; anything else,
         and success, count as accepted.
         """
-        if not self.allow():
-            msg = f"rejected locally with probability {self.reject_probability():.2f}"
+        if not self.enabled:
+            return await operation()
+        now = self._clock()
+        requests, accepts = self._counts.totals(now)
+        p = max(0.0, (requests - self.k * accepts) / (requests + 1))
+        self._note(p, requests, accepts)
+        if p > 0.0 and self._rng.random() < p:
+            self._counts.add(now, _REQUESTS)
+            self.local_rejections += 1
+            msg = f"rejected locally with probability {p:.2f}"
             raise LoadShedError(self.name, msg)
+        # Counted once it resolves: a call still in flight is neither accepted nor refused, so
+        # a burst of concurrent calls from idle is not throttled before any could be accepted.
         try:
             result = await operation()
         except self.rejected_on:
+            self._counts.add(self._clock(), _REQUESTS)
             raise
         except Exception:
-            self.record_accept()
+            self._counts.add_many(self._clock(), (1, 1))
             raise
-        self.record_accept()
+        self._counts.add_many(self._clock(), (1, 1))
         return result
 
     def _note(self, p: float, requests: int, accepts: int) -> None:

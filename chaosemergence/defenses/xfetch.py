@@ -198,7 +198,8 @@ class StampedeDetector:
         fired: list[str] = []
         if s.miss_rate > self.miss_rate:
             fired.append("miss_rate")
-        if self.baseline is not None and s.request_rate > self.rate_multiple * self.baseline:
+        # A zero baseline (an idle start) is no baseline: any traffic would read as a surge.
+        if self.baseline and s.request_rate > self.rate_multiple * self.baseline:
             fired.append("request_rate")
         if s.waiters > self.waiters:
             fired.append("waiters")
@@ -212,7 +213,7 @@ class StampedeDetector:
         self._last = fired
         risky = len(fired) >= self.required
         if not self._emergency:
-            if self.baseline is None:
+            if not self.baseline:
                 self.baseline = s.request_rate
             elif not risky:
                 a = self.baseline_alpha

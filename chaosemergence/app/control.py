@@ -1,0 +1,347 @@
+"""The per-cell control loop: once a second, measure the cell and let the ControlLoop act.
+
+``CellMeter`` records what user requests did (latency, status, bytes, user); ``CellControl``
+turns one second of it, plus the cell's counters, into ``LoopInputs`` and ticks the
+library's ``ControlLoop``, which feeds the breakers, raises or lowers the shedding level,
+moves jitter, watches for stampedes and metastable states, and drives the staged recovery.
+The recovery's reset actions are carried out here, against the cell, for real.
+
+Measurement choices (see docs/decisions.md):
+
+- latencies are those of requests that did backend work (cache hits excluded), or p99/p50
+  of a cache-fronted service would exceed 10 all the time;
+- ``load`` is offered demand over capacity: user requests against the cell's request
+  capacity, and first attempts (not retries) against each dependency's service capacity,
+  whichever is higher;
+- the cache hit rate is that of the hot keys, so a long tail of one-off users does not read
+  as a cold cache;
+- ``correlation`` is the last value the gateway pushed (stale after a few seconds).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chaosemergence.defenses import (
+    ComplexityInputs,
+    ControlLoop,
+    EventLog,
+    LoopInputs,
+    LoopReport,
+    MetastableDetector,
+    RecoveryAction,
+    StagedRecovery,
+    StampedeDetector,
+)
+
+if TYPE_CHECKING:
+    from chaosemergence.app.cell_service import CellService
+
+__all__ = ["CALL_GRAPH", "CellControl", "CellMeter", "MeterReading", "percentile"]
+
+logger = logging.getLogger("chaosemergence.cell")
+
+TICK_SECONDS = 1.0
+MAX_GROWTH = 100.0
+USERS_WINDOW_SECONDS = 10.0
+CORRELATION_TTL_SECONDS = 5.0
+METASTABLE_PERSISTENCE = 5
+
+# The cell's static service call graph (routes, the cache, dependencies, shared config).
+CALL_GRAPH: dict[str, tuple[str, ...]] = {
+    "gateway": ("route:profile", "route:payments", "route:recommendations"),
+    "route:profile": ("cache", "dep:database", "store"),
+    "route:payments": ("store", "dep:payment_provider"),
+    "route:recommendations": ("dep:recommendations",),
+    "periodic_jobs": ("dep:recommendations", "shared:shared_config"),
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted ``values`` (0 when empty)."""
+    if not values:
+        return 0.0
+    rank = max(1, math.ceil(q * len(values)))
+    return values[min(rank, len(values)) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    """What user requests did since the previous reading."""
+
+    seconds: float
+    requests: int  # every user request, refused ones included
+    served: int  # admitted and answered
+    errors: int  # served with a 5xx
+    bytes: int
+    p50_ms: float
+    p99_ms: float
+    unique_users: int
+
+
+class CellMeter:
+    """Records user requests between two readings (event loop only)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since = clock()
+        self._latencies: list[float] = []
+        self._users: dict[str, float] = {}
+        self._requests = 0
+        self._served = 0
+        self._errors = 0
+        self._bytes = 0
+
+    def refused(self, user_id: str) -> None:
+        self._requests += 1
+        self._users[user_id] = self._clock()
+
+    def observe(
+        self, user_id: str, seconds: float, status: int, nbytes: int, *, did_work: bool
+    ) -> None:
+        self._requests += 1
+        self._served += 1
+        self._errors += status >= 500
+        self._bytes += nbytes
+        self._users[user_id] = self._clock()
+        if did_work:
+            self._latencies.append(seconds)
+
+    def take(self) -> MeterReading:
+        """Return the reading since the last call and start a new one."""
+        now = self._clock()
+        cutoff = now - USERS_WINDOW_SECONDS
+        self._users = {u: t for u, t in self._users.items() if t >= cutoff}
+        latencies = sorted(self._latencies)
+        reading = MeterReading(
+            seconds=max(1e-3, now - self._since),
+            requests=self._requests,
+            served=self._served,
+            errors=self._errors,
+            bytes=self._bytes,
+            p50_ms=percentile(latencies, 0.5) * 1000,
+            p99_ms=percentile(latencies, 0.99) * 1000,
+            unique_users=len(self._users),
+        )
+        self._since = now
+        self._latencies = []
+        self._requests = self._served = self._errors = self._bytes = 0
+        return reading
+
+
+class CellControl:
+    """One cell's ControlLoop, its inputs and the execution of what it decides."""
+
+    def __init__(
+        self,
+        service: CellService,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        events: EventLog | None = None,
+    ) -> None:
+        self.service = service
+        settings = service.settings
+        self._clock = clock
+        self.metastable = MetastableDetector(
+            60.0, persistence=METASTABLE_PERSISTENCE, clear_after=3, clock=clock, events=events
+        )
+        self.recovery = StagedRecovery(
+            step_seconds=settings.recovery_step_seconds,
+            pause_seconds=settings.recovery_pause_seconds,
+            clock=clock,
+            rng=service.rng,
+            events=events,
+        )
+        self.stampede = StampedeDetector(events=events)
+        self.loop = ControlLoop(
+            breakers=service.breakers.values(),
+            shedder=service.shedder,
+            jitters=[service.jitter],
+            metastable=self.metastable,
+            recovery=self.recovery,
+            stampede=self.stampede,
+            on_alert=self._alert,
+            on_pattern=self._pattern,
+            clock=clock,
+            events=events,
+        )
+        # Event loop only.
+        self.correlation = 0.0
+        self._correlation_at = -math.inf
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=20)
+        self.actions: dict[str, int] = {a.value: 0 for a in RecoveryAction}
+        self.last_inputs: LoopInputs | None = None
+        self.last_report: LoopReport | None = None
+        self.errors = 0
+        self._prev: dict[str, float] = {}
+        self._prev_retry_rate = 0.0
+
+    # ----------------------------------------------------------------- signals
+    def set_correlation(self, value: float) -> None:
+        """The gateway's latest max pairwise correlation of the cells' self-generated load."""
+        self.correlation = value
+        self._correlation_at = self._clock()
+
+    def _fresh_correlation(self) -> float:
+        if self._clock() - self._correlation_at > CORRELATION_TTL_SECONDS:
+            return 0.0
+        return self.correlation
+
+    # ----------------------------------------------------------------- measuring
+    def _delta(self, key: str, value: float) -> float:
+        previous = self._prev.get(key, 0.0)
+        self._prev[key] = value
+        return value - previous
+
+    def measure(self) -> LoopInputs:
+        """One second of the cell, as the control loop's inputs."""
+        svc = self.service
+        reading = svc.meter.take()
+        seconds = reading.seconds
+        attempts = self._delta("attempts", sum(svc.attempts.values()))
+        retries = self._delta("retries", sum(svc.retries.values()))
+        firsts = {
+            name: self._delta(f"first:{name}", svc.first_attempts[name])
+            for name in svc.dependencies
+        }
+        hot_hits = self._delta("hot_hits", svc.cache.hot_hits)
+        hot_misses = self._delta("hot_misses", svc.cache.hot_misses)
+        retry_rate = retries / attempts if attempts else 0.0
+        # Growth from zero is "a lot", capped so it stays a finite, JSON-able number.
+        if self._prev_retry_rate > 0:
+            growth = min(MAX_GROWTH, retry_rate / self._prev_retry_rate)
+        else:
+            growth = MAX_GROWTH if retry_rate > 0 else 1.0
+        self._prev_retry_rate = retry_rate
+        request_rate = reading.requests / seconds
+        demand = [request_rate / svc.settings.cell_request_capacity]
+        for name, dep in svc.dependencies.items():
+            capacity = dep.settings.concurrency * 1000.0 / dep.settings.service_time_ms
+            demand.append(firsts[name] / seconds / capacity)
+        first_total = sum(firsts.values())
+        hot_lookups = hot_hits + hot_misses
+        return LoopInputs(
+            load=max(demand),
+            p50_ms=reading.p50_ms,
+            p99_ms=reading.p99_ms,
+            error_rate=reading.errors / reading.served if reading.served else 0.0,
+            retry_rate=retry_rate,
+            retry_growth=growth,
+            correlation=self._fresh_correlation(),
+            cache_hit_rate=hot_hits / hot_lookups if hot_lookups else 1.0,
+            request_rate=request_rate,
+            waiters=svc.coalescing_waiters,
+            queue_depth=float(sum(d.waiting for d in svc.dependencies.values())),
+            connection_use=max(d.utilization for d in svc.dependencies.values()),
+            gc_time=svc.memory.gc_breaker.gc_share(),
+            memory_usage=svc.memory.usage,
+            complexity=ComplexityInputs(
+                request_rate=request_rate,
+                unique_users=float(reading.unique_users),
+                data_volume=reading.bytes / seconds,
+                retry_amplification=attempts / first_total if first_total else 1.0,
+                call_graph=CALL_GRAPH,
+            ),
+        )
+
+    # ----------------------------------------------------------------- acting
+    def tick(self) -> LoopReport:
+        """Measure, tick the ControlLoop, carry out what it decided."""
+        inputs = self.measure()
+        in_emergency = self.stampede.emergency
+        report = self.loop.tick(inputs)
+        self.service.cache.refresh_hot_set()
+        for action in report.recovery_actions:
+            self.perform(action)
+        if self.stampede.emergency and not in_emergency:
+            self.service.on_stampede()
+        self.last_inputs = inputs
+        self.last_report = report
+        return report
+
+    def perform(self, action: RecoveryAction) -> None:
+        """Carry out one reset step of the staged recovery against the cell."""
+        self.actions[action.value] += 1
+        svc = self.service
+        if action is RecoveryAction.WARM_CACHES:
+            svc.spawn(svc.prewarm_hottest("metastable recovery"))
+        elif action is RecoveryAction.DRAIN_QUEUES:
+            svc.drain_queues()
+        elif action is RecoveryAction.RESET_CONNECTIONS:
+            svc.reset_connections()
+        elif action is RecoveryAction.FORCE_GC:
+            gc.collect()
+
+    async def run(self, sleep: Callable[[float], Any]) -> None:
+        while True:
+            await sleep(TICK_SECONDS)
+            try:
+                self.tick()
+            except Exception:  # the loop must survive a bad measurement
+                self.errors += 1
+                logger.exception("cell %s: control loop tick failed", self.service.index)
+
+    # ----------------------------------------------------------------- callbacks
+    def _alert(self, message: str, severity: str) -> None:
+        self.alerts.append({"at": time.time(), "severity": severity, "message": message})
+        logger.warning("cell %s: %s alert: %s", self.service.index, severity, message)
+
+    def _pattern(self, pattern: str, on: bool, probability: float) -> None:
+        if pattern == "synchronization" and on:
+            self.service.restore_jitter(f"synchronization detected (p={probability:.2f})")
+
+    def restart_measurement(self) -> None:
+        """Measure from now on: the next tick must not judge what happened before a reset."""
+        svc = self.service
+        svc.meter.take()
+        self._delta("attempts", sum(svc.attempts.values()))
+        self._delta("retries", sum(svc.retries.values()))
+        for name in svc.dependencies:
+            self._delta(f"first:{name}", svc.first_attempts[name])
+        self._delta("hot_hits", svc.cache.hot_hits)
+        self._delta("hot_misses", svc.cache.hot_misses)
+        self._prev_retry_rate = 0.0
+
+    def reset(self) -> None:
+        self.loop.reset()
+        self.recovery.reset()
+        self.metastable.reset()
+        self.stampede.reset()
+        self.correlation = 0.0
+        self._correlation_at = -math.inf
+        self.restart_measurement()
+
+    def snapshot(self) -> dict[str, Any]:
+        inputs = self.last_inputs
+        return {
+            "loop": self.loop.snapshot(),
+            "inputs": None
+            if inputs is None
+            else {
+                "load": inputs.load,
+                "p50_ms": inputs.p50_ms,
+                "p99_ms": inputs.p99_ms,
+                "error_rate": inputs.error_rate,
+                "retry_rate": inputs.retry_rate,
+                "retry_growth": inputs.retry_growth,
+                "correlation": inputs.correlation,
+                "cache_hit_rate": inputs.cache_hit_rate,
+                "request_rate": inputs.request_rate,
+                "waiters": inputs.waiters,
+                "queue_depth": inputs.queue_depth,
+                "connection_use": inputs.connection_use,
+                "gc_time": inputs.gc_time,
+                "memory_usage": inputs.memory_usage,
+            },
+            "correlation": {"value": self.correlation, "fresh": self._fresh_correlation()},
+            "recovery_actions": dict(self.actions),
+            "alerts": list(self.alerts),
+            "errors": self.errors,
+        }

@@ -1,0 +1,90 @@
+"""The defense switches of a cell: names, and what switching each one on or off does.
+
+Switching a defense off stops it acting at once (and it records that in its events);
+switching one on while the control loop already has a response up (synchronization
+detected, phase defenses) joins that response at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chaosemergence.app.cell_service import CellService
+
+__all__ = ["DEFENSES", "apply_switches"]
+
+# The defenses a cell can switch on and off (names used by the admin API and the probes;
+# each is also the name of the events it records).
+DEFENSES: tuple[str, ...] = (
+    "circuit_breaker",
+    "retry_budget",
+    "adaptive_throttle",
+    "load_shedding",
+    "request_coalescing",
+    "cache_prewarming",
+    "early_expiration",
+    "stampede_protection",
+    "jitter",
+    "metastable_detector",
+    "metastable_recovery",
+    "memory_guardrail",
+    "gc_breaker",
+    "predictive_restart",
+    "control_loop",
+)
+
+
+def apply_switches(svc: CellService, switches: dict[str, bool]) -> None:
+    """Set ``switches`` (unknown names ignored) and bring every defense object in line."""
+    changed = {n for n, on in switches.items() if n in DEFENSES and svc.enabled[n] != on}
+    svc.enabled.update({n: on for n, on in switches.items() if n in DEFENSES})
+    on = svc.enabled
+    for breaker in svc.breakers.values():
+        breaker.enabled = on["circuit_breaker"]
+    for policy in (*svc.retry_policies.values(), svc.shared_policy):
+        policy.enabled = on["retry_budget"]
+    for throttle in svc.throttles.values():
+        throttle.enabled = on["adaptive_throttle"]
+        if "adaptive_throttle" in changed and not on["adaptive_throttle"]:
+            throttle.reset()
+    control, loop = svc.control, svc.control.loop
+    svc.shedder.enabled = on["load_shedding"]
+    loop.shedder = svc.shedder if on["load_shedding"] else None
+    svc.xfetch.enabled = on["early_expiration"]
+    control.stampede.enabled = on["stampede_protection"]
+    svc.jitter.enabled = on["jitter"]
+    loop.jitters = [svc.jitter] if on["jitter"] else []
+    control.metastable.enabled = on["metastable_detector"]
+    control.recovery.enabled = on["metastable_recovery"]
+    svc.memory.guardrail.enabled = on["memory_guardrail"]
+    svc.memory.gc_breaker.enabled = on["gc_breaker"]
+    svc.memory.predictive.enabled = on["predictive_restart"]
+    loop.enabled = on["control_loop"]
+    turned_off = {n for n in changed if not on[n]}
+    turned_on = changed - turned_off
+    # A defense switched off stops acting at once (and says so in its events).
+    if "load_shedding" in turned_off:
+        svc.shedder.reset()
+    if "stampede_protection" in turned_off:
+        control.stampede.reset()
+    if "jitter" in turned_off:
+        svc.jitter.reset()
+    if "metastable_detector" in turned_off:
+        control.metastable.reset()
+    if turned_off & {"metastable_recovery", "control_loop"}:
+        control.recovery.reset()
+    if "memory_guardrail" in turned_off:
+        svc.memory.guardrail.reset()
+    if "gc_breaker" in turned_off:
+        svc.memory.gc_breaker.reset()
+    # A defense switched on joins the responses the control loop already has up.
+    active = loop.active() if loop.enabled else ()
+    sync = "pattern:synchronization" in active
+    phase = "phase_defenses" in active
+    if "jitter" in turned_on and (sync or phase):
+        svc.jitter.set_maximum(True, "control loop response already active")
+        if sync:
+            svc.restore_jitter("synchronization already detected")
+    if "load_shedding" in turned_on and phase:
+        svc.shedder.emergency_shed(loop.config.emergency_shed, "phase defenses active")

@@ -1,0 +1,89 @@
+"""Helpers for the reference-system tests: a system with settings overrides, polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chaosemergence.defenses import HashRing
+from tests.conftest import RunningSystem, free_port
+
+
+def start_configured(state_dir: Path, overrides: dict[str, Any], cells: int = 3) -> RunningSystem:
+    """`chaosemergence serve` with a `--config` file of settings overrides."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "overrides.json"
+    config.write_text(json.dumps(overrides))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CHAOSEMERGENCE_ADMIN_TOKEN"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chaosemergence.cli",
+            "serve",
+            "--cells",
+            str(cells),
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state_dir),
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return RunningSystem(url, port, state_dir, process, cells)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("reference system did not start")
+
+
+def wait_for[T](read: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
+    """Poll `read()` until `done(value)`, or fail after `timeout` seconds naming `what`."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s; last value {value!r}")
+        time.sleep(0.2)
+        value = read()
+    return value
+
+
+def users_of(cells: int, cell: int, count: int, prefix: str) -> list[str]:
+    """`count` user ids the gateway routes to `cell` (its consistent-hash ring, computed here)."""
+    ring = HashRing([str(i) for i in range(cells)])
+    found = [f"{prefix}{i}" for i in range(10_000) if ring.node_for(f"{prefix}{i}") == str(cell)]
+    assert len(found) >= count, f"fewer than {count} users for cell {cell}"
+    return found[:count]
+
+
+def events(system: RunningSystem, since: float, defense: str | None = None) -> list[dict[str, Any]]:
+    """Defense events since `since` (all cells), optionally of one defense only."""
+    found: list[dict[str, Any]] = system.admin("GET", f"/admin/events?since={since}").json()[
+        "events"
+    ]
+    return [e for e in found if defense is None or e["defense"] == defense]
+
+
+def cell_state(system: RunningSystem, cell: int) -> dict[str, Any]:
+    state: dict[str, Any] = system.admin("GET", "/admin/state").json()["cells"][cell]
+    return state

@@ -1,0 +1,202 @@
+"""The per-cell control loop: inputs, shedding, metastable recovery, jitter (fake clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaosemergence.app.cell_service import CellService
+from chaosemergence.app.settings import SystemSettings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _service(tmp_path: Path, clock: Clock, **settings: Any) -> CellService:
+    return CellService(
+        0, SystemSettings(**settings), tmp_path / "cell.sqlite3", clock=clock, wall_clock=clock
+    )
+
+
+@pytest.fixture
+def service(tmp_path: Path, clock: Clock) -> Iterator[CellService]:
+    svc = _service(tmp_path, clock)
+    yield svc
+    svc.store.close()
+
+
+def _second(svc: CellService, clock: Clock, *, slow_ms: float = 0.0, requests: int = 0) -> None:
+    """One second of traffic (`requests` served, each `slow_ms` long), then a control tick."""
+    for i in range(requests):
+        svc.meter.observe(f"u{i}", slow_ms / 1000, 200, 100, did_work=True)
+    clock.now += 1.0
+    svc.control.tick()
+
+
+def _kinds(svc: CellService, defense: str) -> list[str]:
+    return [e.kind for e in svc.events.all() if e.defense == defense]
+
+
+def test_one_second_of_the_cell_becomes_loop_inputs(service: CellService, clock: Clock) -> None:
+    """Rates, latencies of work, retries, demand and the pushed correlation are measured."""
+    for i in range(20):
+        service.meter.observe(f"u{i}", 0.010 * (i + 1), 200, 100, did_work=True)
+    for _ in range(30):
+        service.meter.observe("hot", 0.0001, 200, 100, did_work=False)  # cache hits
+    service.attempts["database"] += 12
+    service.first_attempts["database"] += 10
+    service.retries["database"] += 2
+    service.control.set_correlation(0.4)
+    clock.now += 1.0
+    inputs = service.control.measure()
+    assert inputs.request_rate == pytest.approx(50.0)
+    assert inputs.p50_ms == pytest.approx(100.0) and inputs.p99_ms == pytest.approx(200.0)
+    assert inputs.retry_rate == pytest.approx(2 / 12)
+    # 10 first attempts/s on a database that serves 8 / 15 ms: demand 10 / 533.
+    assert inputs.load == pytest.approx(max(50 / 200, 10 / (8 * 1000 / 15)))
+    assert inputs.correlation == 0.4
+    assert inputs.complexity is not None
+    assert inputs.complexity.retry_amplification == pytest.approx(1.2)
+    assert inputs.complexity.unique_users == 21
+    clock.now += 10.0  # the gateway stopped pushing: the correlation goes stale
+    assert service.control.measure().correlation == 0.0
+
+
+async def test_complexity_over_budget_sheds_low_priority_with_429(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Requests, users, data and retries over capacity: low priority is shed, payments never."""
+    svc = _service(
+        tmp_path,
+        clock,
+        cell_request_capacity=10.0,
+        cell_user_capacity=10.0,
+        cell_data_capacity_bytes=100.0,
+    )
+    try:
+        svc.attempts["recommendations"] += 90
+        svc.first_attempts["recommendations"] += 30
+        svc.retries["recommendations"] += 60
+        _second(svc, clock, requests=40)
+        assert svc.shedder.score >= 0.85 and svc.shedder.level.name == "emergency"
+        assert "activated" in _kinds(svc, "load_shedding")
+        answers = [await svc.recommendations(f"r{i}") for i in range(40)]
+        shed = [a for a in answers if a.status == 429]
+        assert len(shed) >= 15 and all(a.retry_after == 1 for a in shed)
+        assert shed[0].body["shed_by"] == "load_shedding"
+        assert all(svc.admission.check("payments") is None for _ in range(50))
+        assert all(svc.admission.check("profile") is None for _ in range(50))  # core feature
+        assert svc.admission.refused["load_shedding"] == len(shed)
+    finally:
+        await svc.stop()
+
+
+async def test_metastable_signature_pauses_ingress_and_recovery_acts(
+    service: CellService, clock: Clock
+) -> None:
+    """Low load with p99 > 500 ms for 5 s: ingress pauses, reset actions run, then it restores."""
+    for _ in range(5):
+        _second(service, clock, slow_ms=800, requests=5)
+    recovery = service.control.recovery
+    assert service.control.metastable.condition is not None
+    assert recovery.phase.value == "paused"
+    refusal = service.admission.check("profile")
+    assert refusal is not None and refusal.status == 503
+    assert refusal.defense == "metastable_recovery"
+    assert service.admission.check("payments") is None  # critical work still gets in
+    assert sum(service.control.actions.values()) >= 1
+    for _ in range(60):  # healthy seconds: pause, then every step up to 100%
+        _second(service, clock, slow_ms=20, requests=5)
+        if recovery.phase.value == "idle":
+            break
+    assert recovery.phase.value == "idle"
+    assert _kinds(service, "metastable_recovery") == ["activated", "deactivated"]
+    assert service.admission.check("profile") is None
+
+
+async def test_metastable_detector_off_never_pauses(service: CellService, clock: Clock) -> None:
+    """Switched off, the same signature neither detects nor pauses anything."""
+    service.set_defenses(False, ["metastable_detector"])
+    for _ in range(8):
+        _second(service, clock, slow_ms=800, requests=5)
+    assert service.control.recovery.phase.value == "idle"
+    assert _kinds(service, "metastable_detector") == []
+    assert _kinds(service, "metastable_recovery") == []
+
+
+def test_synchronization_restores_removed_jitter(service: CellService, clock: Clock) -> None:
+    """Correlation above the danger threshold: maximum jitter, even after remove_all_jitter."""
+    service.set_jitter(False)
+    assert service.timers_naive()
+    service.control.set_correlation(0.95)
+    _second(service, clock)
+    assert service.jitter.maximum and not service.jitter_removed
+    assert not service.timers_naive()
+    assert "activated" in _kinds(service, "jitter")
+    assert service.jitter_restored_by is not None
+
+
+def test_with_the_jitter_defense_off_timers_stay_aligned(
+    service: CellService, clock: Clock
+) -> None:
+    """Switched off, jitter does not come back: the naive wall-clock timers stay."""
+    service.set_defenses(False, ["jitter"])
+    service.set_jitter(False)
+    service.control.set_correlation(0.95)
+    _second(service, clock)
+    assert service.timers_naive() and service.jitter_removed
+    assert _kinds(service, "jitter") == []
+    # Switched back on while synchronization is still detected: it responds at once.
+    service.set_defenses(True, ["jitter"])
+    assert service.jitter.maximum and not service.timers_naive()
+
+
+def test_defenses_off_keep_plain_jitter_until_it_is_removed(service: CellService) -> None:
+    """Without the jitter defense, timers keep their plain jitter; removing it aligns them."""
+    service.set_defenses(False, None)
+    assert not service.timers_naive() and service.timer_jitter() is service.base_jitter
+    service.set_jitter(False)
+    assert service.timers_naive()
+
+
+def test_an_idle_start_does_not_read_first_traffic_as_a_stampede(
+    service: CellService, clock: Clock
+) -> None:
+    """Traffic after idle seconds is not a 5x surge over a zero baseline."""
+    for _ in range(3):
+        _second(service, clock)
+    for _ in range(3):  # spread latencies (p99 > 10 x p50) with traffic from nothing
+        for i in range(50):
+            service.meter.observe(f"u{i}", 0.001 if i else 0.5, 200, 100, did_work=True)
+        clock.now += 1.0
+        service.control.tick()
+    assert not service.control.stampede.emergency
+    assert _kinds(service, "stampede_protection") == []
+
+
+def test_control_loop_off_turns_phase_defenses_down(service: CellService, clock: Clock) -> None:
+    """A retry storm turns the phase defenses up; switching the control loop off turns them down."""
+    service.attempts["recommendations"] += 10
+    service.first_attempts["recommendations"] += 5
+    service.retries["recommendations"] += 5
+    _second(service, clock)
+    assert "phase_defenses" in service.control.loop.active()
+    assert service.shedder.level.shed_fraction >= 0.3
+    service.set_defenses(False, ["control_loop"])
+    _second(service, clock)
+    assert service.control.loop.active() == ()
+    assert service.shedder.level.shed_fraction == 0.0
+    assert _kinds(service, "phase_defenses") == ["activated", "deactivated"]

@@ -1,0 +1,263 @@
+"""Every wired defense, in the real reference system: it activates when it should, and not
+when it is switched off."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from chaosemergence.app.cell_service import DEFENSES
+from tests.app.helpers import cell_state, events, users_of, wait_for
+from tests.conftest import RunningSystem
+
+Request = Callable[[httpx.Client, int], httpx.Response]
+
+
+def drive(system: RunningSystem, threads: int, seconds: float, send: Request) -> Counter[int]:
+    """Send requests from `threads` threads for `seconds`; count the answers' statuses."""
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def run(worker: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            i = worker
+            while time.monotonic() < stop:
+                status = send(client, i).status_code
+                with lock:
+                    statuses[status] += 1
+                i += threads
+
+    pool = [threading.Thread(target=run, args=(w,)) for w in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return statuses
+
+
+@pytest.fixture
+def quiet_system(clean_system: RunningSystem) -> Iterator[RunningSystem]:
+    """A clean system whose control loops have seen a second without retries."""
+    time.sleep(1.2)  # the next tick measures a calm second (retry growth is then real)
+    yield clean_system
+
+
+def test_state_and_metrics_show_every_defense(clean_system: RunningSystem) -> None:
+    """Each cell reports every defense's switch and snapshot; metrics name the new series."""
+    cell = cell_state(clean_system, 0)["state"]
+    assert set(cell["defenses"]) == set(DEFENSES)
+    for section in (
+        "throttles",
+        "load_shedding",
+        "early_expiration",
+        "stampede_protection",
+        "control_loop",
+        "metastable_detector",
+        "metastable_recovery",
+        "memory",
+        "memory_guardrail",
+        "gc_breaker",
+        "predictive_restart",
+        "jitter",
+    ):
+        assert cell[section], section
+    assert cell["memory"]["limit_bytes"] == 256 * 1024 * 1024
+    url = cell_state(clean_system, 0)["url"]
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for name in (
+        "emergence_shed_requests_total",
+        "emergence_throttled_calls_total",
+        "emergence_memory_used_bytes",
+        "emergence_memory_limit_bytes",
+        "emergence_recovery_phase",
+        "emergence_complexity_score",
+        "emergence_early_refreshes_total",
+        "emergence_pattern_probability",
+    ):
+        assert name in text, name
+    gateway = httpx.get(f"{clean_system.url}/metrics", timeout=5).text
+    assert "emergence_correlation " in gateway and 'emergence_cell_up{cell="0"} 1.0' in gateway
+
+
+def test_internal_route_needs_the_token(clean_system: RunningSystem) -> None:
+    """Only the system's own processes (with the admin token) may call the shared dependency."""
+    assert httpx.post(f"{clean_system.url}/internal/shared/0", timeout=5).status_code == 401
+    answer = clean_system.admin("POST", "/internal/shared/0")
+    assert answer.status_code == 200 and answer.json()["result"] == "success"
+
+
+def test_a_shared_fault_reaches_every_cell(clean_system: RunningSystem) -> None:
+    """An error fault on the shared dependency lives in the gateway; every cell's job fails."""
+    fault = clean_system.admin(
+        "POST",
+        "/admin/faults",
+        json={"kind": "error", "percentage": 100, "duration": 10, "dependency": "shared_config"},
+    ).json()
+    assert fault["target"] == "gateway" and fault["cells"] == []
+    wait_for(
+        lambda: [c["state"]["shared_dependency"]["failures"] for c in _cells(clean_system)],
+        lambda failures: all(f > 0 for f in failures),
+        10,
+        "every cell's shared-config job failing",
+    )
+    assert clean_system.admin("DELETE", "/admin/faults").json()["cleared"] >= 1
+
+
+def _cells(system: RunningSystem) -> list[dict[str, object]]:
+    cells: list[dict[str, object]] = system.admin("GET", "/admin/state").json()["cells"]
+    return cells
+
+
+@pytest.mark.parametrize("throttle", [True, False])
+def test_adaptive_throttle_rejects_locally_when_the_backend_refuses(
+    clean_system: RunningSystem, throttle: bool
+) -> None:
+    """A dependency that refuses everything: the throttle rejects most calls locally."""
+    users = users_of(clean_system.cells, 0, 5, "thr")
+    off = ["circuit_breaker"] + ([] if throttle else ["adaptive_throttle"])
+    clean_system.admin("POST", "/admin/defenses", json={"enabled": False, "names": off})
+    since = time.time()
+    clean_system.admin(
+        "POST",
+        "/admin/faults",
+        json={
+            "kind": "error",
+            "percentage": 100,
+            "duration": 30,
+            "cells": [0],
+            "dependency": "recommendations",
+        },
+    )
+    with httpx.Client(timeout=5) as client:
+        answers = [
+            client.get(f"{clean_system.url}/users/{users[i % 5]}/recommendations")
+            for i in range(30)
+        ]
+    throttled = cell_state(clean_system, 0)["state"]["throttles"]["recommendations"]
+    activations = [e for e in events(clean_system, since, "adaptive_throttle") if e["cell"] == 0]
+    if throttle:
+        assert activations and throttled["local_rejections"] >= 15
+        # A locally rejected call is answered by the fallback.
+        assert sum(1 for a in answers if a.json().get("degraded")) >= 15
+    else:
+        assert activations == [] and throttled["local_rejections"] == 0
+        # Every call reached the failing dependency (429: the phase defenses may shed some).
+        assert all(a.status_code in (503, 429) for a in answers)
+
+
+@pytest.mark.parametrize("shedding", [True, False])
+def test_a_retry_storm_sheds_low_priority_work(quiet_system: RunningSystem, shedding: bool) -> None:
+    """Retry storm onset: phase defenses shed 30% of recommendations (429), never payments."""
+    system = quiet_system
+    users = users_of(system.cells, 0, 6, "shed")
+    if not shedding:
+        system.admin("POST", "/admin/defenses", json={"enabled": False, "names": ["load_shedding"]})
+    before = cell_state(system, 0)["state"]["load_shedding"]["refused"]["load_shedding"]
+    since = time.time()
+    system.admin(
+        "POST",
+        "/admin/faults",
+        json={
+            "kind": "timeout",
+            "percentage": 100,
+            "duration": 30,
+            "cells": [0],
+            "dependency": "recommendations",
+        },
+    )
+    statuses = drive(
+        system,
+        4,
+        3.0,
+        lambda client, i: client.get(f"{system.url}/users/{users[i % 6]}/recommendations"),
+    )
+    paid = [
+        httpx.post(
+            f"{system.url}/users/{users[0]}/payments",
+            json={"amount_cents": 100, "idempotency_key": f"shed-{shedding}-{i}"},
+            timeout=10,
+        ).status_code
+        for i in range(5)
+    ]
+    phase = [e for e in events(system, since, "phase_defenses") if e["cell"] == 0]
+    shed = [e for e in events(system, since, "load_shedding") if e["cell"] == 0]
+    assert phase and phase[0]["kind"] == "activated"
+    assert 429 not in paid
+    if shedding:
+        assert shed and shed[0]["kind"] == "activated"
+        assert statuses[429] > 0
+        refused = cell_state(system, 0)["state"]["load_shedding"]["refused"]
+        assert refused["load_shedding"] - before == statuses[429]
+    else:
+        assert shed == [] and statuses[429] == 0
+
+
+@pytest.mark.parametrize("protection", [True, False])
+def test_stampede_protection_after_a_cache_flush(
+    clean_system: RunningSystem, protection: bool
+) -> None:
+    """Hot keys flushed while every refill fails: 2 of the 4 stampede indicators fire."""
+    system = clean_system
+    hot = users_of(system.cells, 0, 3, "herd")
+    off = ["cache_prewarming"] + ([] if protection else ["stampede_protection"])
+    system.admin("POST", "/admin/defenses", json={"enabled": False, "names": off})
+    drive(system, 1, 2.5, lambda client, i: client.get(f"{system.url}/users/{hot[i % 3]}/profile"))
+    wait_for(
+        lambda: cell_state(system, 0)["state"]["cache"]["hot_keys"],
+        lambda keys: len(keys) == 3,
+        5,
+        "the three keys hot",
+    )
+    since = time.time()
+    system.admin(
+        "POST",
+        "/admin/faults",
+        json={
+            "kind": "error",
+            "percentage": 100,
+            "duration": 4,
+            "cells": [0],
+            "dependency": "database",
+        },
+    )
+    system.admin("POST", "/admin/cache/invalidate")
+    drive(system, 4, 2.5, lambda client, i: client.get(f"{system.url}/users/{hot[i % 3]}/profile"))
+    found = [e for e in events(system, since, "stampede_protection") if e["cell"] == 0]
+    if protection:
+        assert found and found[0]["kind"] == "activated" and "miss_rate" in found[0]["reason"]
+    else:
+        assert found == []
+
+
+def _correlation(system: RunningSystem, window: float = 10) -> float:
+    value: float = system.admin("GET", f"/admin/correlation?window={window}").json()["correlation"]
+    return value
+
+
+def test_correlation_breaking(clean_system: RunningSystem) -> None:
+    """Jitter removed: with the jitter defense off the cells fall in step (correlation >= 0.9);
+    switched on, the control loops re-add jitter and the correlation falls below 0.3."""
+    system = clean_system
+    assert _correlation(system) < 0.5
+    assert system.admin("GET", "/admin/correlation?window=0").status_code == 400
+    removed_at = time.time()
+    system.admin("POST", "/admin/defenses", json={"enabled": False, "names": ["jitter"]})
+    system.admin("POST", "/admin/jitter", json={"enabled": False})
+    wait_for(lambda: _correlation(system), lambda c: c >= 0.9, 20, "correlation >= 0.9")
+    reading = system.admin("GET", "/admin/correlation?window=10").json()
+    assert reading["level"] == "critical" and len(reading["pair"]) == 2
+    assert reading["phase_peak_to_mean"] >= 6.0
+    assert events(system, removed_at, "jitter") == []  # nobody re-adds it when off
+    since = time.time()
+    system.admin("POST", "/admin/defenses", json={"enabled": True, "names": ["jitter"]})
+    wait_for(lambda: _correlation(system), lambda c: c < 0.3, 25, "correlation < 0.3")
+    activated = {e["cell"] for e in events(system, since, "jitter") if e["kind"] == "activated"}
+    assert activated == set(range(system.cells))
+    state = cell_state(system, 0)["state"]
+    assert state["jitter_removed"] is False and state["jitter_restored_by"]

@@ -1,0 +1,161 @@
+"""Early expiration and metastable recovery in a real system with short TTLs and fast steps."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.app.helpers import cell_state, events, start_configured, users_of, wait_for
+from tests.conftest import RunningSystem, stop_system
+
+OVERRIDES = {
+    "cache_ttl_seconds": 2.0,
+    "recovery_pause_seconds": 1.0,
+    "recovery_step_seconds": 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def fast_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    running = start_configured(tmp_path_factory.mktemp("fast"), OVERRIDES)
+    yield running
+    stop_system(running)
+
+
+@pytest.fixture
+def system(fast_system: RunningSystem) -> Iterator[RunningSystem]:
+    assert fast_system.admin("POST", "/admin/reset").status_code == 200
+    yield fast_system
+    fast_system.admin("POST", "/admin/reset")
+
+
+def _fault(system: RunningSystem, **fault: object) -> None:
+    body = {"percentage": 100, "duration": 30, "cells": [0], **fault}
+    assert system.admin("POST", "/admin/faults", json=body).status_code == 201
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_early_expiration_refreshes_a_hot_key_before_it_expires(
+    system: RunningSystem, early: bool
+) -> None:
+    """A hot key that is slow to recompute is refreshed before expiry (XFetch), or not at all."""
+    if not early:
+        system.admin(
+            "POST", "/admin/defenses", json={"enabled": False, "names": ["early_expiration"]}
+        )
+    _fault(system, kind="latency", latency_ms=40, dependency="database")
+    user = users_of(system.cells, 0, 1, "xf")[0]
+    before = cell_state(system, 0)["state"]["early_expiration"]["refreshes"]
+    since = time.time()
+    deadline = time.monotonic() + 5.0  # 2.5 TTLs
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() < deadline:
+            assert client.get(f"{system.url}/users/{user}/profile").status_code == 200
+    refreshed = cell_state(system, 0)["state"]["early_expiration"]["refreshes"] - before
+    found = [e for e in events(system, since, "early_expiration") if e["cell"] == 0]
+    if early:
+        assert refreshed >= 1 and found
+    else:
+        assert refreshed == 0 and found == []
+
+
+class SlowPayments:
+    """Payments at a low rate on a provider slower than its timeout, plus profile reads."""
+
+    def __init__(self, system: RunningSystem) -> None:
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        users = users_of(system.cells, 0, 4, "meta")
+        self._threads = [
+            threading.Thread(target=self._pay, args=(system.url, users[0])) for _ in range(3)
+        ]
+        self._threads.append(threading.Thread(target=self._read, args=(system.url, users)))
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
+    def _pay(self, url: str, user: str) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                body = {"amount_cents": 100, "idempotency_key": uuid.uuid4().hex}
+                answer = client.post(f"{url}/users/{user}/payments", json=body)
+                self._count(f"pay {answer.status_code}")
+
+    def _read(self, url: str, users: list[str]) -> None:
+        with httpx.Client(timeout=10) as client:
+            i = 0
+            while not self._stop.is_set():
+                self._count(
+                    f"profile {client.get(f'{url}/users/{users[i % 4]}/profile').status_code}"
+                )
+                i += 1
+                time.sleep(0.05)
+
+    def __enter__(self) -> SlowPayments:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def _seen(system: RunningSystem, since: float) -> set[tuple[str, str]]:
+    return {(e["defense"], e["kind"]) for e in events(system, since) if e["cell"] == 0}
+
+
+@pytest.mark.parametrize("detector", [True, False])
+def test_metastable_state_is_detected_and_recovered_in_stages(
+    system: RunningSystem, detector: bool
+) -> None:
+    """Low load but p99 far above 500 ms for 5 s: ingress pauses (503), the recovery resets
+    the cell, then restores traffic step by step once the trigger is gone."""
+    off = ["circuit_breaker", "adaptive_throttle"] + ([] if detector else ["metastable_detector"])
+    system.admin("POST", "/admin/defenses", json={"enabled": False, "names": off})
+    since = time.time()
+    _fault(system, kind="latency", latency_ms=700, dependency="payment_provider", duration=30)
+    with SlowPayments(system) as traffic:
+        if not detector:
+            time.sleep(8.0)  # longer than detection takes when the detector is on
+            assert not any(name.startswith("metastable_") for name, _ in _seen(system, since))
+            assert traffic.counts["profile 503"] == 0
+            return
+        wait_for(
+            lambda: _seen(system, since),
+            lambda seen: ("metastable_recovery", "activated") in seen,
+            15,
+            "metastable detection and recovery",
+        )
+        time.sleep(1.0)  # users arrive while ingress is paused
+        system.admin("DELETE", "/admin/faults")  # the trigger is gone
+    found = _seen(system, since)
+    assert ("metastable_detector", "activated") in found
+    assert ("metastable_recovery", "activated") in found
+    assert traffic.counts["profile 503"] > 0  # ingress paused for non-critical work
+    state = cell_state(system, 0)["state"]
+    assert sum(state["control_loop"]["recovery_actions"].values()) >= 1
+    wait_for(
+        lambda: _seen(system, since),
+        lambda seen: ("metastable_recovery", "deactivated") in seen,
+        15,
+        "traffic fully restored",
+    )
+    assert system.admin("GET", "/admin/metastable").json()["recovery"]["0"] == "idle"
+    assert system.admin("GET", "/admin/lost-writes").json()["lost_writes"] == 0
+
+
+def test_metastable_endpoint_shape(system: RunningSystem) -> None:
+    """/admin/metastable names every cell, with its condition (null when healthy)."""
+    answer = system.admin("GET", "/admin/metastable").json()
+    assert answer["metastable"] is False
+    assert answer["cells"] == {"0": None, "1": None, "2": None}
