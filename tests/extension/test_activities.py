@@ -174,3 +174,32 @@ def test_discover_lists_every_activity() -> None:
         assert names[name]["doc"]
     percentage = next(a for a in names["inject_timeouts"]["arguments"] if a["name"] == "percentage")
     assert percentage == {"name": "percentage", "default": 20, "type": "number"}
+
+
+def test_pattern_probes_read_the_live_system(clean_system: RunningSystem) -> None:
+    """The pattern probes return plain numbers and booleans from the real services."""
+    config = clean_system.configuration
+    with httpx.Client(timeout=5) as client:
+        for i in range(30):
+            client.get(f"{clean_system.url}/users/z{i % 5}/profile")
+    assert 0.0 < probes.cache_hit_rate(window=10, configuration=config) <= 1.0
+    assert probes.goodput(window=10, configuration=config) > 0
+    assert probes.metastable_state(configuration=config) is False
+    assert isinstance(probes.service_correlation(window=10, configuration=config), float)
+    figures = probes.emergence_figures(window=10, configuration=config)
+    assert figures["failure_radius_pct"] == 0.0 and figures["p99_ms"] > 0
+    assert probes.cells_down(configuration=config) == 0
+    actions.kill_cell(1, configuration=config)
+    assert probes.cells_down(configuration=config) == 1
+
+
+def test_memory_pressure_input_is_checked_before_anything_happens(
+    clean_system: RunningSystem,
+) -> None:
+    """A negative leak rate or an unknown cell is refused naming the argument."""
+    with pytest.raises(ActivityFailed, match="megabytes_per_second"):
+        actions.apply_memory_pressure(0, -5, 10, configuration=clean_system.configuration)
+    with pytest.raises(ActivityFailed, match="cell"):
+        actions.apply_memory_pressure(99, 5, 10, configuration=clean_system.configuration)
+    answer = actions.apply_memory_pressure(0, 1, 2, configuration=clean_system.configuration)
+    assert answer["cell"] == 0 and answer["limit_bytes"] > 0
