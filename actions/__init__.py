@@ -193,6 +193,7 @@ def start_traffic(
     workers: int = 0,
     run: str = "",
     population: int = 10_000,
+    hot_share: float = 0.5,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
@@ -201,7 +202,7 @@ def start_traffic(
     Shapes: steady, spike, synchronized (every user fires in lockstep). The run stops by
     itself after `duration` seconds; `stop_traffic` stops it earlier. `run` names an extra
     run beside the traffic control's own (e.g. "spike"); `population` is how many distinct
-    users the traffic draws from.
+    users the traffic draws from, `hot_share` the share of requests for its hottest users.
     """
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     try:
@@ -213,6 +214,7 @@ def start_traffic(
             shape=shape,
             workers=workers,
             population=population,
+            hot_share=hot_share,
         )
         state_dir = traffic_state_dir(settings, run)
         _stop_locust(state_dir)  # a run left behind by a killed `chaos` process

@@ -110,6 +110,8 @@ def test_without_defenses_the_cell_dies_at_its_limit_until_reset(
     """Defenses off: the cell allocates up to its limit, dies like an OOM kill, stays dead."""
     system, users = leaky
     system.admin("POST", "/admin/defenses", json={"enabled": False, "names": None})
+    # Keep cellular routing: this test is about the cell, not about failover.
+    system.admin("POST", "/admin/defenses", json={"enabled": True, "names": ["cellular_routing"]})
     other = users_of(system.cells, 0, 1, "alive")[0]
     since = time.time()
     system.admin(

@@ -82,6 +82,10 @@ def test_fault_expires_by_itself(clean_system: RunningSystem) -> None:
 def test_error_fault_fails_requests_of_the_chosen_cell_only(clean_system: RunningSystem) -> None:
     """Errors injected in one cell with defenses off fail its users and nobody else's."""
     clean_system.admin("POST", "/admin/defenses", json={"enabled": False, "names": None})
+    # Cellular routing stays on: with it off, the gateway would fail cell 0's users over.
+    clean_system.admin(
+        "POST", "/admin/defenses", json={"enabled": True, "names": ["cellular_routing"]}
+    )
     clean_system.admin(
         "POST",
         "/admin/faults",
