@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -54,8 +55,20 @@ class RunningSystem:
         return [int(p) for p in out.split()]
 
 
-def start_system(state_dir: Path, cells: int = 3, port: int | None = None) -> RunningSystem:
+def start_system(
+    state_dir: Path,
+    cells: int = 3,
+    port: int | None = None,
+    overrides: dict[str, object] | None = None,
+) -> RunningSystem:
+    """`chaosemergence serve` as a subprocess (with a `--config` file when `overrides`)."""
     port = port or free_port()
+    extra: list[str] = []
+    if overrides:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        config = state_dir / "overrides.json"
+        config.write_text(json.dumps(overrides))
+        extra = ["--config", str(config)]
     env = {k: v for k, v in os.environ.items() if k != "CHAOSEMERGENCE_ADMIN_TOKEN"}
     process = subprocess.Popen(
         [
@@ -69,6 +82,7 @@ def start_system(state_dir: Path, cells: int = 3, port: int | None = None) -> Ru
             str(port),
             "--state-dir",
             str(state_dir),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -2,58 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from chaosemergence.defenses import HashRing
-from tests.conftest import RunningSystem, free_port
+from tests.conftest import RunningSystem, start_system
 
 
 def start_configured(state_dir: Path, overrides: dict[str, Any], cells: int = 3) -> RunningSystem:
     """`chaosemergence serve` with a `--config` file of settings overrides."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    config = state_dir / "overrides.json"
-    config.write_text(json.dumps(overrides))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "CHAOSEMERGENCE_ADMIN_TOKEN"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chaosemergence.cli",
-            "serve",
-            "--cells",
-            str(cells),
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return RunningSystem(url, port, state_dir, process, cells)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("reference system did not start")
+    return start_system(state_dir, cells=cells, overrides=overrides)
 
 
 def wait_for[T](read: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
