@@ -120,9 +120,12 @@ class AdaptiveThrottle:
                 self._events.record(self.name, "deactivated", reason, probability=p)
 
     def reset(self) -> None:
-        """Forget the window and stop throttling."""
+        """Forget the window and stop throttling.
+
+        ``local_rejections`` is a counter (exported as one) and stays monotonic: a staged
+        recovery that resets the client must not erase what the throttle already did.
+        """
         self._counts.clear()
-        self.local_rejections = 0
         self._note(0.0, 0, 0)
 
     def snapshot(self) -> dict[str, object]:

@@ -90,5 +90,14 @@ def test_disabled_throttle_always_allows(clock: FakeClock) -> None:
     """With enabled=False nothing is rejected locally."""
     t = AdaptiveThrottle(clock=clock, enabled=False)
     assert all(t.allow() for _ in range(500))
-    t.reset()
     assert t.snapshot()["local_rejections"] == 0
+
+
+def test_reset_forgets_the_window_but_keeps_the_rejection_counter(clock: FakeClock) -> None:
+    """A reset (staged recovery) stops throttling; the cumulative counter stays monotonic."""
+    t = AdaptiveThrottle(clock=clock, rng=random.Random(1))
+    rejected = sum(1 for _ in range(200) if not t.allow())
+    assert rejected > 100 and t.reject_probability() > 0.9
+    t.reset()
+    assert t.reject_probability() == 0.0
+    assert t.snapshot()["local_rejections"] == rejected
