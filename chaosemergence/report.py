@@ -6,7 +6,8 @@ one row per experiment: for each direction (defenses on, defenses off) the run's
 it deviated, its profile and date, and, in one column per steady-state probe found in the
 journals, the probe's output before -> after the method (then one column per probe run in a
 method, e.g. "did the breaker activate"). Outputs outside the hypothesis' tolerance are marked.
-`--markdown` prints the table that the README carries.
+`--markdown` prints every probe as one wide table (docs/results.md); `--summary` prints the
+README's table: the probe each negative control broke and the headline figures on vs off.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "load_runs",
     "main",
     "render_markdown",
+    "render_summary",
     "render_text",
 ]
 
@@ -38,6 +40,14 @@ DIRECTIONS = ("on", "off")
 JOURNAL_NAME = re.compile(r"^journal-(?P<experiment>.+)-(?P<defenses>on|off)\.json$")
 MISSING = "—"
 OUT_OF_TOLERANCE = "✗"
+FIGURES_PROBE = "figures"
+# emergence_figures keys the summary shows, with their column titles.
+SUMMARY_FIGURES = {
+    "p99_ms": "p99 ms",
+    "failure_radius_pct": "failure radius %",
+    "retry_amplification": "retry amplification",
+    "cache_hit_rate": "hit rate",
+}
 
 
 @dataclass
@@ -66,6 +76,15 @@ class Run:
     tolerances: dict[str, str] = field(default_factory=dict)
     # Probes in the method (e.g. "did the breaker activate"): one output each, no tolerance.
     method_probes: dict[str, str] = field(default_factory=dict)
+    # The `figures` method probe's raw output (emergence_figures), when the run has one.
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def pattern_probe(self) -> str | None:
+        """The first probe outside its tolerance after the method (what a deviation names)."""
+        for name, result in self.probes.items():
+            if result.after_met is False:
+                return name
+        return None
 
 
 def format_value(value: Any) -> str:
@@ -165,7 +184,11 @@ def read_run(path: Path) -> Run:
             setattr(result, f"{phase}_met", probe.get("tolerance_met"))
     for activity in journal.get("run") or []:
         if activity.get("activity", {}).get("type") == "probe":
-            run.method_probes[activity["activity"]["name"]] = _probe_output(activity)
+            name = activity["activity"]["name"]
+            run.method_probes[name] = _probe_output(activity)
+            output = activity.get("output")
+            if name == FIGURES_PROBE and isinstance(output, dict):
+                run.figures = output
     return run
 
 
@@ -281,6 +304,52 @@ def render_markdown(runs: dict[str, dict[str, Run]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figure(run: Run | None, key: str) -> str:
+    if run is None or key not in run.figures:
+        return MISSING
+    return format_value(run.figures[key])
+
+
+def render_summary(runs: dict[str, dict[str, Run]]) -> str:
+    """The README's table: per experiment, the probe the negative control broke and the
+    headline figures (`emergence_figures`), defenses on vs off."""
+    header = [
+        "Experiment",
+        "Defenses on",
+        "Defenses off",
+        "Pattern probe (after): on / off",
+        *[f"{title}: on / off" for title in SUMMARY_FIGURES.values()],
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for experiment, by_direction in runs.items():
+        on, off = by_direction.get("on"), by_direction.get("off")
+        cells = [f"`{experiment}`", _run_summary(on), _run_summary(off)]
+        pattern = off.pattern_probe() if off is not None else None
+        if pattern is None:
+            cells.append(MISSING)
+        else:
+            values = [
+                _value(run.probes[pattern].after, run.probes[pattern].after_met, markdown=True)
+                if run is not None and pattern in run.probes
+                else MISSING
+                for run in (on, off)
+            ]
+            cells.append(f"`{pattern}`: {values[0]} / {values[1]}")
+        for key in SUMMARY_FIGURES:
+            values = [_figure(run, key) for run in (on, off)]
+            cells.append(" / ".join(values))
+        lines.append("| " + " | ".join(_escape(cell) for cell in cells) + " |")
+    dates = sorted({run.started for by in runs.values() for run in by.values()})
+    profiles = sorted({run.profile or "profile ?" for by in runs.values() for run in by.values()})
+    lines += [
+        "",
+        f"Profile {', '.join(profiles)}; runs from {dates[0]} to {dates[-1]}. The pattern probe "
+        "is the first steady-state probe the negative control broke; figures are the "
+        f"`{FIGURES_PROBE}` probe (`emergence_figures`) at the end of each run's method.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _tolerance_lines(runs: dict[str, dict[str, Run]], names: Iterable[str]) -> list[str]:
     lines = []
     for name in names:
@@ -326,8 +395,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Summarize journal-<experiment>-<on|off>.json files from a results folder.",
     )
     parser.add_argument("results", nargs="?", default="results", type=Path)
-    parser.add_argument(
-        "--markdown", action="store_true", help="print the markdown table (the README's)"
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--markdown", action="store_true", help="print every probe as a markdown table"
+    )
+    output.add_argument(
+        "--summary",
+        action="store_true",
+        help="print the README's markdown table: pattern probe and headline figures",
     )
     args = parser.parse_args(argv)
     if not args.results.is_dir():
@@ -341,7 +416,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    sys.stdout.write(render_markdown(runs) if args.markdown else render_text(runs))
+    if args.summary:
+        sys.stdout.write(render_summary(runs))
+    else:
+        sys.stdout.write(render_markdown(runs) if args.markdown else render_text(runs))
     return 0
 
 

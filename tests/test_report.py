@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from chaoslib.experiment import run_experiment
 
-from chaosemergence.report import format_value, load_runs, main, render_markdown, render_text
+from chaosemergence.report import (
+    format_value,
+    load_runs,
+    main,
+    render_markdown,
+    render_summary,
+    render_text,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,6 +185,52 @@ def test_rows_columns_and_cells(results: Path) -> None:
     assert "- `retry-amplification-bounded`: 0 .. 1.1" in lines
 
 
+def test_summary_names_the_broken_probe_and_the_figures(results: Path) -> None:
+    """The README's table: the probe the negative control broke, and figures on vs off."""
+    runs = load_runs(results)
+    figures = {"p99_ms": 536.25, "failure_radius_pct": 1.0, "retry_amplification": 0.54}
+    runs["retry-storm"]["on"].figures = figures
+    runs["retry-storm"]["off"].figures = {**figures, "p99_ms": 1964.0, "retry_amplification": 4.6}
+    lines = render_summary(runs).splitlines()
+    assert cells(lines[0])[:4] == [
+        "Experiment",
+        "Defenses on",
+        "Defenses off",
+        "Pattern probe (after): on / off",
+    ]
+    storm = cells(lines[2])
+    assert storm[1:3] == ["completed, not deviated", "completed, deviated"]
+    assert storm[3] == "`retry-amplification-bounded`: 1.04 / **2.46** ✗"
+    assert storm[4:7] == ["536 / 1964", "1 / 1", "0.54 / 4.6"]
+    assert storm[7] == "— / —"  # no hit rate in these figures
+    flagship = cells(lines[3])
+    assert flagship[2] == "not run" and flagship[3] == "—"
+    assert (
+        "Profile ci, weekly; runs from 2026-11-28 04:52 UTC to 2026-11-28 05:10 UTC." in (lines[-1])
+    )
+
+
+def test_figures_come_from_the_journal(tmp_path: Path) -> None:
+    """read_run keeps the raw output of the `figures` method probe."""
+    data = journal([P99], state(probe_run(P99, 100)), state(probe_run(P99, 120)))
+    data["run"] = [
+        {
+            "activity": {"name": "figures", "type": "probe"},
+            "status": "succeeded",
+            "output": {"p99_ms": 120.0, "cache_hit_rate": 0.93},
+        }
+    ]
+    write(tmp_path, "thundering-herd", "on", data)
+    run = load_runs(tmp_path)["thundering-herd"]["on"]
+    assert run.figures == {"p99_ms": 120.0, "cache_hit_rate": 0.93}
+    assert cells(render_summary({"thundering-herd": {"on": run}}).splitlines()[2])[4:8] == [
+        "120 / —",
+        "— / —",
+        "— / —",
+        "0.93 / —",
+    ]
+
+
 def test_failed_probe_and_before_hypothesis(tmp_path: Path) -> None:
     """A probe that raised shows as an error; a failed before hypothesis leaves `after` empty."""
     failed = journal(
@@ -251,6 +304,8 @@ def test_text_output(results: Path) -> None:
 def test_cli(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(results), "--markdown"]) == 0
     assert capsys.readouterr().out == render_markdown(load_runs(results))
+    assert main([str(results), "--summary"]) == 0
+    assert capsys.readouterr().out == render_summary(load_runs(results))
     assert main([str(results)]) == 0
     assert capsys.readouterr().out == render_text(load_runs(results))
     empty = tmp_path / "empty"

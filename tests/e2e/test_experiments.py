@@ -24,6 +24,7 @@ PATTERN_PROBES = {
     "metastable.yaml": "requests-failing",
     "synchronization.yaml": "service-correlation",
     "cascade.yaml": "failure-radius-outside-cell-0",
+    "cascade-failing-dependency.yaml": "failure-radius-outside-cell-0",
 }
 # Negative controls that do not yet deviate reliably in the CI profile: left out of the
 # suite (a flaky experiment is a design bug to fix, not a test to retry), run by hand.
