@@ -26,7 +26,7 @@ run: venv
 	@$(PY) -m chaosemergence.verdict $(JOURNAL)
 
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.cell_app import create_cell_app
 from chaosemergence.app.cell_service import CellService
 from chaosemergence.app.lifecycle import RESTART_EXIT_CODE, events_file, exit_marker
+from chaosemergence.app.metrics import PrometheusRecorder
 from chaosemergence.app.settings import SystemSettings
 from chaosemergence.app.shared_client import SharedDependencyClient
 
@@ -54,6 +56,7 @@ async def _serve(args: argparse.Namespace) -> int:
             exit_marker(run_dir, args.index).write_text(f"oom_killed: {reason}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
+    registry = CollectorRegistry()
     service = CellService(
         args.index,
         settings,
@@ -64,8 +67,9 @@ async def _serve(args: argparse.Namespace) -> int:
         events_file=events_file(run_dir, args.index),
         switches=json.loads(args.switches) if args.switches else None,
         jitter_removed=args.jitter_removed,
+        recorder=PrometheusRecorder(registry, cell=str(args.index)),
     )
-    app = create_cell_app(service, token)
+    app = create_cell_app(service, token, registry=registry)
     sock = socket.socket(fileno=args.fd)
     config = uvicorn.Config(
         app,

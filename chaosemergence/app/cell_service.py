@@ -40,6 +40,7 @@ from chaosemergence.app.settings import SystemSettings
 from chaosemergence.app.storage import CellStore
 from chaosemergence.app.switches import DEFENSES, apply_switches
 from chaosemergence.defenses import (
+    NULL_RECORDER,
     AdaptiveThrottle,
     BreakerConfig,
     BreakerState,
@@ -52,6 +53,7 @@ from chaosemergence.defenses import (
     Jitter,
     LoadShedder,
     LoadShedError,
+    MetricsRecorder,
     ProbabilisticExpiry,
     RetryBudget,
     RetryPolicy,
@@ -83,10 +85,11 @@ class Reply:
 class CellService:
     """Everything one cell does, callable without a web framework.
 
-    ``shared_call`` calls the dependency every cell shares (through the gateway); without
-    it the cell runs no shared-config job. ``on_restart(reason)`` is how the cell asks its
-    server to stop and be restarted (predictive restart); ``on_oom(reason)`` how it dies at
-    its memory limit. ``events_file`` keeps the events across restarts.
+        ``shared_call`` calls the dependency every cell shares (through the gateway); without
+        it the cell runs no shared-config job. ``on_restart(reason)`` is how the cell asks its
+        server to stop and be restarted (predictive restart); ``on_oom(reason)`` how it dies at
+        its memory limit. ``events_file`` keeps the events across restarts; ``recorder`` receives
+    the defenses' metrics.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class CellService:
         events_file: Path | None = None,
         switches: dict[str, bool] | None = None,
         jitter_removed: bool = False,
+        recorder: MetricsRecorder = NULL_RECORDER,
     ) -> None:
         self.index = index
         self.settings = settings
@@ -116,7 +120,8 @@ class CellService:
         self._on_restart = on_restart
         self._on_oom = on_oom
         self.rng = random.Random(settings.seed * 1000 + index)
-        self.events = EventLog(clock=wall_clock, maxlen=EVENT_HISTORY)
+        # Every activation is also a counter (emergence_defense_events_total), via the recorder.
+        self.events = EventLog(clock=wall_clock, maxlen=EVENT_HISTORY, recorder=recorder)
         # Events of this cell's earlier processes, kept in a file across restarts.
         self.previous_events: list[dict[str, Any]] = []
         if events_file is not None:

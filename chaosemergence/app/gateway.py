@@ -32,13 +32,13 @@ from starlette.routing import Route
 
 from chaosemergence.app.auth import AdminAuthMiddleware
 from chaosemergence.app.cell_app import json_body
-from chaosemergence.app.cell_service import DEFENSES
 from chaosemergence.app.faults import validate_fault_request
 from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import GatewayMetrics
 from chaosemergence.app.routing import Routing
 from chaosemergence.app.storage import missing_in_file
 from chaosemergence.app.supervisor import Supervisor
+from chaosemergence.app.switches import ALL_DEFENSES, DEFENSES
 from chaosemergence.app.sync import MAX_WINDOW_SECONDS, SHARED_DEPENDENCY, SharedDependencyHost
 from chaosemergence.app.window import MetricWindow
 
@@ -47,8 +47,6 @@ __all__ = ["create_gateway_app"]
 logger = logging.getLogger("chaosemergence.gateway")
 
 # Defenses the gateway itself runs (the cells run the others).
-GATEWAY_DEFENSES: tuple[str, ...] = ("cellular_routing",)
-ALL_DEFENSES: tuple[str, ...] = (*DEFENSES, *GATEWAY_DEFENSES)
 ADMIN_FANOUT_TIMEOUT = 10.0
 SIGNAL_TIMEOUT = 1.0
 ROUTES = ("profile", "payments", "recommendations")

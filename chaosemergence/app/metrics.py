@@ -17,11 +17,42 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from chaosemergence.app.cell_service import CellService
 
-__all__ = ["LATENCY_BUCKETS", "CellCollector", "GatewayMetrics"]
+__all__ = ["LATENCY_BUCKETS", "CellCollector", "GatewayMetrics", "PrometheusRecorder"]
 
 # Seconds; dense around the 1 s tolerance of the flagship experiment.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 BREAKER_STATE_VALUES = {"closed": 0, "open": 1, "half_open": 2, "emergency": 3}
+
+
+class PrometheusRecorder:
+    """The defenses' MetricsRecorder on a Prometheus registry.
+
+    A counter ``emergence_<name>_total`` is created on first use, with the labels of that
+    first call plus the constant ones (``cell``); later calls must use the same labels.
+    """
+
+    def __init__(self, registry: CollectorRegistry, **constant_labels: str) -> None:
+        self._registry = registry
+        self._constant = constant_labels
+        # Event-loop only (one cell process = one loop): metric name -> its counter.
+        self._counters: dict[str, Counter] = {}
+
+    def increment(self, name: str, amount: float = 1.0, /, **labels: str) -> None:
+        labels = {**self._constant, **labels}
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = Counter(
+                f"emergence_{name}",
+                f"{name.replace('_', ' ').capitalize()} (reported by the defenses).",
+                sorted(labels),
+                registry=self._registry,
+            )
+            self._counters[name] = counter
+        counter.labels(**labels).inc(amount)
+
+    def observe(self, name: str, value: float, /, **labels: str) -> None:
+        # No defense observes yet; counted so a new one is visible rather than lost.
+        self.increment(f"{name}_observations", **labels)
 
 
 class GatewayMetrics:

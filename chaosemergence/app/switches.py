@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from chaosemergence.app.cell_service import CellService
 
-__all__ = ["DEFENSES", "apply_switches"]
+__all__ = ["ALL_DEFENSES", "DEFENSES", "GATEWAY_DEFENSES", "apply_switches"]
 
 # The defenses a cell can switch on and off (names used by the admin API and the probes;
 # each is also the name of the events it records).
@@ -33,6 +33,9 @@ DEFENSES: tuple[str, ...] = (
     "predictive_restart",
     "control_loop",
 )
+# The gateway's own: routing users to their home cell only (the cascade defense).
+GATEWAY_DEFENSES: tuple[str, ...] = ("cellular_routing",)
+ALL_DEFENSES: tuple[str, ...] = (*DEFENSES, *GATEWAY_DEFENSES)
 
 
 def apply_switches(svc: CellService, switches: dict[str, bool]) -> None:

@@ -29,6 +29,7 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaosemergence.activity import parse_switch
+from chaosemergence.app.switches import ALL_DEFENSES
 from chaosemergence.client import AdminClient
 from chaosemergence.settings import (
     BASELINE_KEY,
@@ -122,14 +123,24 @@ def before_experiment_control(
     seed: int = 7,
     defenses: str | bool = "on",
     system: dict[str, Any] | None = None,
+    keep_on: list[str] | None = None,
     **kwargs: Any,
 ) -> None:
     """Start the reference system unless one already answers, then switch defenses on or off.
 
     `defenses` is "on" (default) or "off": "off" is the negative control, where the same
-    experiment must deviate.
+    experiment must deviate. `keep_on` names defenses that stay on in the negative control
+    because they are not the ones under test (e.g. `cellular_routing` for a pattern that
+    lives inside each cell, where failover onto a cell that escaped would hide it).
     """
     global _started
+    enabled = parse_switch("defenses", defenses)
+    if keep_on is not None and (
+        not isinstance(keep_on, list) or not all(n in ALL_DEFENSES for n in keep_on)
+    ):
+        raise InterruptExecution(
+            f"keep_on must be a list of defense names ({', '.join(ALL_DEFENSES)}), got {keep_on!r}"
+        )
     if configuration is not None:
         configuration[EXPERIMENT_START_KEY] = time.time()
     settings = ExtensionSettings.from_chaos(configuration, secrets)
@@ -138,11 +149,16 @@ def before_experiment_control(
     else:
         logger.info("starting the reference system (%d cells) at %s", cells, settings.emergence_url)
         _started = start_reference_system(settings, int(cells), int(seed), system)
-    enabled = parse_switch("defenses", defenses)
-    AdminClient(settings).post(
-        "/admin/defenses", what="switch defenses", json={"enabled": enabled, "names": None}
-    )
-    logger.info("defenses %s", "on" if enabled else "off (negative control)")
+    admin = AdminClient(settings)
+    admin.post("/admin/defenses", what="switch defenses", json={"enabled": enabled, "names": None})
+    if not enabled and keep_on:
+        admin.post(
+            "/admin/defenses",
+            what="keep defenses on (keep_on)",
+            json={"enabled": True, "names": keep_on},
+        )
+    kept = f", except {', '.join(keep_on)}" if not enabled and keep_on else ""
+    logger.info("defenses %s%s", "on" if enabled else "off (negative control)", kept)
 
 
 def before_method_control(

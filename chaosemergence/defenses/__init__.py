@@ -2,7 +2,10 @@
 
 Every defense has ``name`` and ``enabled`` (False = naive pass-through), takes an
 injected ``clock`` (and ``rng`` where it draws), records activations in an
-``EventLog`` when given one, and offers ``snapshot()`` and ``reset()``.
+``EventLog`` when given one, and offers ``snapshot()`` and ``reset()``. Metrics go
+through a small ``MetricsRecorder`` interface (``recorder=``; a no-op by default): the
+EventLog counts every activation, and breakers, retry policies, throttles, single-flight
+and the load shedder count what they refuse, share or shed.
 """
 
 from .breaker import BreakerConfig, BreakerState, CircuitBreaker
@@ -40,6 +43,7 @@ from .metastable import (
     StuckState,
     SystemState,
 )
+from .recorder import NULL_RECORDER, InMemoryRecorder, MetricsRecorder, NullRecorder
 from .retry import (
     Backoff,
     DecorrelatedJitterBackoff,
@@ -69,6 +73,7 @@ from .xfetch import (
 )
 
 __all__ = [
+    "NULL_RECORDER",
     "PATTERNS",
     "PRIORITIES",
     "RESTORE_STEPS",
@@ -97,6 +102,7 @@ __all__ = [
     "GuardrailLevel",
     "HashRing",
     "HotKeyTracker",
+    "InMemoryRecorder",
     "Jitter",
     "LoadSeries",
     "LoadShedError",
@@ -107,6 +113,8 @@ __all__ = [
     "MetastableCondition",
     "MetastableDetector",
     "MetastableThresholds",
+    "MetricsRecorder",
+    "NullRecorder",
     "PatternDetector",
     "PredictiveRestart",
     "ProbabilisticExpiry",

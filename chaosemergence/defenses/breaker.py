@@ -12,6 +12,7 @@ from ._types import Clock, T
 from ._window import SlidingCounts
 from .errors import CircuitOpenError
 from .events import EventLog
+from .recorder import NULL_RECORDER, MetricsRecorder
 from .signals import EmergenceSignals, EmergenceThresholds
 
 __all__ = [
@@ -112,8 +113,11 @@ class CircuitBreaker:
         events: EventLog | None = None,
         enabled: bool = True,
         listeners: tuple[BreakerListener, ...] = (),
+        recorder: MetricsRecorder = NULL_RECORDER,
     ) -> None:
         self.name = name
+        # Not on the CLOSED fast path: failures, rejections and transitions only.
+        self._recorder = recorder
         self.config = config if config is not None else BreakerConfig()
         self._clock = clock
         self._events = events
@@ -250,6 +254,7 @@ class CircuitBreaker:
             self._record(generation, probe, self._clock(), start, False, None)
             raise exc
         self.failures += 1
+        self._recorder.increment("breaker_failures", breaker=self.name)
         self._record(generation, probe, self._clock(), start, True, exc)
         if fallback is None:
             raise exc
@@ -260,6 +265,7 @@ class CircuitBreaker:
         self, fallback: Callable[[BaseException | None], Awaitable[T]] | None, now: float
     ) -> T:
         self.rejections += 1
+        self._recorder.increment("breaker_rejections", breaker=self.name, state=self._state.value)
         retry_after = max(0.0, self._open_until - now) if self._state is BreakerState.OPEN else 0.0
         error = CircuitOpenError(self.name, self._state.value, retry_after)
         if fallback is None:
@@ -387,6 +393,7 @@ class CircuitBreaker:
         self._half_open_inflight = 0
         self._half_open_ok = 0
         self.transitions += 1
+        self._recorder.increment("breaker_transitions", breaker=self.name, to=new.value)
         if new is BreakerState.OPEN:
             self._open_until = now + self.config.open_duration(self.emergence_risk)
         elif new is BreakerState.CLOSED:

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from ._types import Clock
+from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = ["DefenseEvent", "EventKind", "EventListener", "EventLog"]
 
@@ -49,11 +50,18 @@ class EventLog:
     and by Chaos Toolkit probes running in another process.
     """
 
-    def __init__(self, clock: Clock = time.time, maxlen: int = 2000) -> None:
+    def __init__(
+        self,
+        clock: Clock = time.time,
+        maxlen: int = 2000,
+        *,
+        recorder: MetricsRecorder = NULL_RECORDER,
+    ) -> None:
         if maxlen < 1:
             msg = f"maxlen must be >= 1, got {maxlen!r}"
             raise ValueError(msg)
         self._clock = clock
+        self._recorder = recorder
         self.maxlen = maxlen
         # Guarded by _lock: the admin endpoint may read while the loop records.
         self._lock = threading.Lock()
@@ -73,6 +81,8 @@ class EventLog:
             self._events.append(event)
             self._recorded += 1
             listeners = tuple(self._listeners)
+        # Counted even when the bounded log drops it later: activations are a counter.
+        self._recorder.increment("defense_events", defense=defense, kind=kind)
         for listener in listeners:
             listener(event)
         return event

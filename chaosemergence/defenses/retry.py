@@ -12,6 +12,7 @@ from ._types import Clock, Sleep, T
 from ._window import SlidingCounts
 from .errors import DefenseError
 from .events import EventLog
+from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = [
     "Backoff",
@@ -227,6 +228,7 @@ class RetryPolicy:
         name: str = "retry",
         enabled: bool = True,
         naive_delay: float = 0.0,
+        recorder: MetricsRecorder = NULL_RECORDER,
     ) -> None:
         if max_attempts < 1:
             msg = f"max_attempts must be >= 1, got {max_attempts!r}"
@@ -240,6 +242,7 @@ class RetryPolicy:
         self.naive_delay = naive_delay
         self._sleep = sleep
         self._on_attempt = on_attempt
+        self._recorder = recorder
         self.attempts = 0
         self.retries = 0
         self.budget_refusals = 0
@@ -263,11 +266,13 @@ class RetryPolicy:
                 if self.enabled:
                     if self.budget is not None and not self.budget.can_retry():
                         self.budget_refusals += 1
+                        self._recorder.increment("retry_budget_refusals", policy=self.name)
                         raise
                     delay = self.backoff.delay(attempt)
                 else:
                     delay = self.naive_delay
                 self.retries += 1
+                self._recorder.increment("retries", policy=self.name)
                 if delay > 0:
                     await self._sleep(delay)
             attempt += 1

@@ -11,6 +11,7 @@ from ._types import Clock
 from ._window import SlidingCounts
 from .events import EventLog
 from .graph import CallGraph, interaction_complexity
+from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = [
     "PRIORITIES",
@@ -201,8 +202,10 @@ class LoadShedder:
         rng: random.Random | None = None,
         events: EventLog | None = None,
         enabled: bool = True,
+        recorder: MetricsRecorder = NULL_RECORDER,
     ) -> None:
         self.name = name
+        self._recorder = recorder
         self.budget = budget if budget is not None else ComplexityBudget()
         self.preserve = preserve
         self.enabled = enabled
@@ -314,6 +317,7 @@ class LoadShedder:
             return True
         if self._rng.random() < self._probability(now):
             self.shed += 1
+            self._recorder.increment("shed_requests", shedder=self.name, priority=priority)
             return False
         self.admitted += 1
         return True

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._types import T
+from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = ["SingleFlight"]
 
@@ -30,8 +31,15 @@ class SingleFlight:
     caller waiting on it. With ``enabled=False`` every caller computes for itself.
     """
 
-    def __init__(self, name: str = "singleflight", *, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        name: str = "singleflight",
+        *,
+        enabled: bool = True,
+        recorder: MetricsRecorder = NULL_RECORDER,
+    ) -> None:
         self.name = name
+        self._recorder = recorder
         self.enabled = enabled
         # Guarded by the event loop: read and written only in synchronous code.
         self._flights: dict[Hashable, _Flight[Any]] = {}
@@ -62,9 +70,12 @@ class SingleFlight:
             flight = _Flight(loop.create_future())
             self._flights[key] = flight
             self.computations += 1
+            self._recorder.increment("singleflight_computations", flight=self.name)
             flight.task = loop.create_task(self._run(key, flight, fn))
             self._tasks.add(flight.task)
             flight.task.add_done_callback(self._tasks.discard)
+        else:
+            self._recorder.increment("singleflight_shared", flight=self.name)
         flight.waiters += 1
         flight.joined += 1
         try:
@@ -75,6 +86,7 @@ class SingleFlight:
                     return await asyncio.shield(flight.future)
             except TimeoutError:
                 self.timeouts += 1
+                self._recorder.increment("singleflight_timeouts", flight=self.name)
                 raise
         finally:
             flight.waiters -= 1

@@ -10,6 +10,7 @@ from ._types import Clock, T
 from ._window import SlidingCounts
 from .errors import LoadShedError
 from .events import EventLog
+from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = ["AdaptiveThrottle"]
 
@@ -37,6 +38,7 @@ class AdaptiveThrottle:
         rng: random.Random | None = None,
         events: EventLog | None = None,
         enabled: bool = True,
+        recorder: MetricsRecorder = NULL_RECORDER,
     ) -> None:
         if k < 1.0 or window_seconds <= 0:
             msg = f"need k >= 1 and window_seconds > 0, got {k=}, {window_seconds=}"
@@ -48,6 +50,7 @@ class AdaptiveThrottle:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._events = events
+        self._recorder = recorder
         # Guarded by the event loop (sync code only): requests and accepts per bucket.
         self._counts = SlidingCounts(window_seconds, 2, 60)
         self._throttling = False  # guarded by the event loop; True while p > 0
@@ -69,6 +72,7 @@ class AdaptiveThrottle:
         self._note(p, requests, accepts)
         if p > 0.0 and self._rng.random() < p:
             self.local_rejections += 1
+            self._recorder.increment("throttle_local_rejections", throttle=self.name)
             return False
         return True
 
@@ -92,6 +96,7 @@ class AdaptiveThrottle:
         if p > 0.0 and self._rng.random() < p:
             self._counts.add(now, _REQUESTS)
             self.local_rejections += 1
+            self._recorder.increment("throttle_local_rejections", throttle=self.name)
             msg = f"rejected locally with probability {p:.2f}"
             raise LoadShedError(self.name, msg)
         # Counted once it resolves: a call still in flight is neither accepted nor refused, so

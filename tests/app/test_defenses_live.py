@@ -148,6 +148,12 @@ def test_adaptive_throttle_rejects_locally_when_the_backend_refuses(
         assert activations and rejected >= 15
         # A locally rejected call is answered by the fallback.
         assert sum(1 for a in answers if a.json().get("degraded")) >= 15
+        # The activation reached Prometheus through the defenses' metrics recorder.
+        metrics = httpx.get(f"{cell_state(clean_system, 0)['url']}/metrics", timeout=5).text
+        series = (
+            'emergence_defense_events_total{cell="0",defense="adaptive_throttle",kind="activated"}'
+        )
+        assert series in metrics, metrics[:2000]
     else:
         assert activations == [] and rejected == 0
         # Every call reached the failing dependency (429: the phase defenses may shed some).

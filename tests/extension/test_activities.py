@@ -9,9 +9,10 @@ import time
 
 import httpx
 import pytest
-from chaoslib.exceptions import ActivityFailed
+from chaoslib.exceptions import ActivityFailed, InterruptExecution
 
 from chaosemergence import actions, probes, rollbacks
+from chaosemergence.controls import reference_system
 from tests.conftest import RunningSystem, free_port
 
 
@@ -203,3 +204,29 @@ def test_memory_pressure_input_is_checked_before_anything_happens(
         actions.apply_memory_pressure(99, 5, 10, configuration=clean_system.configuration)
     answer = actions.apply_memory_pressure(0, 1, 2, configuration=clean_system.configuration)
     assert answer["cell"] == 0 and answer["limit_bytes"] > 0
+
+
+def test_negative_control_keeps_the_named_defenses_on(clean_system: RunningSystem) -> None:
+    """defenses=off with keep_on: everything off except what keep_on names."""
+    config = dict(clean_system.configuration)
+    reference_system.before_experiment_control(
+        {}, configuration=config, defenses="off", keep_on=["cellular_routing"]
+    )
+    state = clean_system.admin("GET", "/admin/state").json()
+    assert state["gateway"]["cellular_routing"] is True
+    assert not any(any(c["state"]["defenses"].values()) for c in state["cells"])
+    reference_system.before_experiment_control({}, configuration=config, defenses="off")
+    assert clean_system.admin("GET", "/admin/state").json()["gateway"]["cellular_routing"] is False
+
+
+def test_unknown_keep_on_name_stops_before_anything_is_switched(
+    clean_system: RunningSystem,
+) -> None:
+    config = dict(clean_system.configuration)
+    with pytest.raises(InterruptExecution, match="keep_on must be a list of defense names"):
+        reference_system.before_experiment_control(
+            {}, configuration=config, defenses="off", keep_on=["cellular_rooting"]
+        )
+    state = clean_system.admin("GET", "/admin/state").json()
+    assert state["gateway"]["cellular_routing"] is True
+    assert all(all(c["state"]["defenses"].values()) for c in state["cells"])
