@@ -27,8 +27,9 @@ BREAKER_STATE_VALUES = {"closed": 0, "open": 1, "half_open": 2, "emergency": 3}
 class PrometheusRecorder:
     """The defenses' MetricsRecorder on a Prometheus registry.
 
-    A counter ``emergence_<name>_total`` is created on first use, with the labels of that
-    first call plus the constant ones (``cell``); later calls must use the same labels.
+    A counter ``emergence_defense_<name>_total`` is created on first use, with the labels
+    of that first call plus the constant ones (``cell``); later calls must use the same
+    labels. The prefix keeps these apart from the names the CellCollector exports.
     """
 
     def __init__(self, registry: CollectorRegistry, **constant_labels: str) -> None:
@@ -42,7 +43,7 @@ class PrometheusRecorder:
         counter = self._counters.get(name)
         if counter is None:
             counter = Counter(
-                f"emergence_{name}",
+                f"emergence_defense_{name}",
                 f"{name.replace('_', ' ').capitalize()} (reported by the defenses).",
                 sorted(labels),
                 registry=self._registry,

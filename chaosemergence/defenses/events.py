@@ -82,7 +82,7 @@ class EventLog:
             self._recorded += 1
             listeners = tuple(self._listeners)
         # Counted even when the bounded log drops it later: activations are a counter.
-        self._recorder.increment("defense_events", defense=defense, kind=kind)
+        self._recorder.increment("events", defense=defense, kind=kind)
         for listener in listeners:
             listener(event)
         return event

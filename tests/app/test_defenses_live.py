@@ -120,7 +120,10 @@ def test_adaptive_throttle_rejects_locally_when_the_backend_refuses(
 ) -> None:
     """A dependency that refuses everything: the throttle rejects most calls locally."""
     users = users_of(clean_system.cells, 0, 5, "thr")
-    off = ["circuit_breaker"] + ([] if throttle else ["adaptive_throttle"])
+    # The breaker and the metastable recovery (which pauses ingress once every call fails)
+    # would answer before the throttle is asked: off, so every call reaches it.
+    off = ["circuit_breaker", "metastable_detector", "metastable_recovery", "load_shedding"]
+    off += [] if throttle else ["adaptive_throttle"]
     clean_system.admin("POST", "/admin/defenses", json={"enabled": False, "names": off})
     # A counter: it survives resets, so the test judges what it adds.
     before = cell_state(clean_system, 0)["state"]["throttles"]["recommendations"]

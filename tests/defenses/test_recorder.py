@@ -62,8 +62,8 @@ def test_event_log_counts_every_event_even_past_its_bound() -> None:
         log.record("circuit_breaker", "activated", "open")
     log.record("circuit_breaker", "deactivated", "closed")
     assert len(log) == 2
-    assert recorder.count("defense_events", defense="circuit_breaker", kind="activated") == 3
-    assert recorder.count("defense_events", kind="deactivated") == 1
+    assert recorder.count("events", defense="circuit_breaker", kind="activated") == 3
+    assert recorder.count("events", kind="deactivated") == 1
 
 
 def test_breaker_reports_failures_transitions_and_rejections(clock: FakeClock) -> None:

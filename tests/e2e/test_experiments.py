@@ -27,7 +27,7 @@ PATTERN_PROBES = {
     "cascade.yaml": "failure-radius-outside-cell-0",
     "cascade-failing-dependency.yaml": "failure-radius-outside-cell-0",
 }
-# The flagship's "on" run is test_flagship.py's, against a real Prometheus; not run twice.
+# The flagship's "on" runs are test_flagship.py's (embedded and with Prometheus).
 ON_RUNS = sorted(set(PATTERN_PROBES) - {"validate-emergence-defenses.yaml"})
 
 
