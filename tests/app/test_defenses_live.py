@@ -264,7 +264,9 @@ def test_correlation_breaking(clean_system: RunningSystem) -> None:
     wait_for(lambda: _correlation(system), lambda c: c >= 0.9, 20, "correlation >= 0.9")
     reading = system.admin("GET", "/admin/correlation?window=10").json()
     assert reading["level"] == "critical" and len(reading["pair"]) == 2
-    assert reading["phase_peak_to_mean"] >= 6.0
+    # Peak load far above its mean (6-8x when the machine is quiet, 4.8x seen under a full
+    # suite's load); the jittered level below is what it must be compared with.
+    assert reading["phase_peak_to_mean"] >= 4.0
     assert events(system, removed_at, "jitter") == []  # nobody re-adds it when off
     since = time.time()
     system.admin("POST", "/admin/defenses", json={"enabled": True, "names": ["jitter"]})
@@ -273,3 +275,5 @@ def test_correlation_breaking(clean_system: RunningSystem) -> None:
     assert activated == set(range(system.cells))
     state = cell_state(system, 0)["state"]
     assert state["jitter_removed"] is False and state["jitter_restored_by"]
+    jittered = system.admin("GET", "/admin/correlation?window=10").json()
+    assert jittered["phase_peak_to_mean"] < reading["phase_peak_to_mean"], (jittered, reading)
