@@ -85,11 +85,11 @@ class Reply:
 class CellService:
     """Everything one cell does, callable without a web framework.
 
-        ``shared_call`` calls the dependency every cell shares (through the gateway); without
-        it the cell runs no shared-config job. ``on_restart(reason)`` is how the cell asks its
-        server to stop and be restarted (predictive restart); ``on_oom(reason)`` how it dies at
-        its memory limit. ``events_file`` keeps the events across restarts; ``recorder`` receives
-    the defenses' metrics.
+    ``shared_call`` calls the dependency every cell shares (through the gateway); without
+    it the cell runs no shared-config job. ``on_restart(reason)`` is how the cell asks its
+    server to stop and be restarted (predictive restart); ``on_oom(reason)`` how it dies at
+    its memory limit. ``events_file`` keeps the events across restarts; ``recorder``
+    receives the defenses' metrics.
     """
 
     def __init__(
