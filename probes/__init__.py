@@ -45,6 +45,15 @@ __all__ = [
 logger = logging.getLogger("chaostoolkit")
 
 
+# A windowed probe needs this many user requests in its window to measure anything: with
+# fewer (Locust died, traffic never started) it fails instead of returning a passing zero.
+MIN_REQUESTS = 20
+# Paths whose refusals users feel as failures: a shed payment or profile is a failure; a
+# shed recommendation (an optional feature, dropped on purpose) is counted as degraded.
+USER_CRITICAL_ROUTES = ("payments", "profile")
+OPTIONAL_ROUTES = ("recommendations",)
+
+
 def _increase(
     window: float, configuration: Configuration, secrets: Secrets
 ) -> list[dict[str, Any]]:
@@ -56,19 +65,72 @@ def _increase(
     return samples
 
 
+def _measured(
+    probe: str,
+    window: float,
+    min_requests: float,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> list[dict[str, Any]]:
+    """The window's samples, or ActivityFailed when it holds too few requests to measure."""
+    minimum = check_number("min_requests", min_requests, 1, 1e9)
+    samples = _increase(window, configuration, secrets)
+    _require_requests(probe, samples, window, minimum)
+    return samples
+
+
+def _require_requests(
+    probe: str, samples: list[dict[str, Any]], window: float, minimum: float, **labels: str
+) -> float:
+    seen = samples_total(samples, "emergence_requests_total", **labels)
+    if seen < minimum:
+        which = f" ({labels})" if labels else ""
+        raise ActivityFailed(
+            f"{probe}: {seen:.0f} user request(s){which} in the last {window:g} s, fewer than "
+            f"min_requests={minimum:.0f}: nothing to measure (is the traffic running?)"
+        )
+    return seen
+
+
+def _failed_count(samples: list[dict[str, Any]], **labels: str) -> float:
+    """Requests users saw fail: errors anywhere, sheds on critical and core paths."""
+    failed = samples_total(samples, "emergence_requests_total", outcome="failure", **labels)
+    for route in USER_CRITICAL_ROUTES:
+        if labels.get("route", route) == route:
+            failed += samples_total(
+                samples, "emergence_requests_total", outcome="shed", **{**labels, "route": route}
+            )
+    return failed
+
+
 def _percent_failed(samples: list[dict[str, Any]], **labels: str) -> float:
     total = samples_total(samples, "emergence_requests_total", **labels)
-    failed = samples_total(samples, "emergence_requests_total", outcome="failure", **labels)
-    return round(100.0 * failed / total, 3) if total else 0.0
+    return round(100.0 * _failed_count(samples, **labels) / total, 3) if total else 0.0
+
+
+def _percent_degraded(samples: list[dict[str, Any]]) -> float:
+    """Share of requests answered degraded on purpose: optional features shed."""
+    total = samples_total(samples, "emergence_requests_total")
+    shed = sum(
+        samples_total(samples, "emergence_requests_total", outcome="shed", route=route)
+        for route in OPTIONAL_ROUTES
+    )
+    return round(100.0 * shed / total, 3) if total else 0.0
 
 
 def measure_failure_radius(
-    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+    window: float = 30,
+    min_requests: int = MIN_REQUESTS,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> float:
-    """Percentage of user requests that failed (5xx or no answer) in the last `window` seconds."""
-    samples = _increase(window, configuration, secrets)
-    if not samples_total(samples, "emergence_requests_total"):
-        logger.warning("measure_failure_radius: no user request in the last %ss", window)
+    """Percentage of user requests that failed in the last `window` seconds.
+
+    Failed: a 5xx or no answer on any path, or a shed (429) payment or profile. A shed
+    optional feature (recommendations) is degraded, not failed (see `emergence_figures`).
+    Fails when the window holds fewer than `min_requests` requests.
+    """
+    samples = _measured("measure_failure_radius", window, min_requests, configuration, secrets)
     return _percent_failed(samples)
 
 
@@ -76,7 +138,7 @@ def failure_radius_by_cell(
     window: float = 30, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, float]:
     """Percentage of failed user requests per cell in the last `window` seconds."""
-    samples = _increase(window, configuration, secrets)
+    samples = _measured("failure_radius_by_cell", window, 1, configuration, secrets)
     cells = sorted(
         {s["labels"]["cell"] for s in samples if s["name"] == "emergence_requests_total"}, key=int
     )
@@ -91,8 +153,9 @@ def check_defense_activation(
 ) -> bool:
     """True when every named defense (all of them when null) activated since `since`.
 
-    `since` is epoch seconds; it defaults to the experiment's start (recorded by the
-    chaosemergence controls), else the reference system's start.
+    Fails (ActivityFailed naming them) when any did not: a defended run whose defense never
+    acted proves nothing. `since` is epoch seconds; it defaults to the experiment's start
+    (recorded by the chaosemergence controls), else the reference system's start.
     """
     names = check_names(defenses)
     client = AdminClient.from_chaos(configuration, secrets)
@@ -122,13 +185,18 @@ def check_defense_activation(
             first["reason"],
         )
     if missing:
-        logger.warning("defenses that did not activate: %s", ", ".join(missing))
-    return not missing
+        seen = ", ".join(sorted(counts)) or "none"
+        raise ActivityFailed(
+            f"check_defense_activation: {', '.join(missing)} did not activate since "
+            f"{since or 0:.0f} (activated: {seen})"
+        )
+    return True
 
 
 def latency_percentile(
     quantile: float = 0.99,
     window: float = 30,
+    min_requests: int = MIN_REQUESTS,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
@@ -136,12 +204,23 @@ def latency_percentile(
 
     From Prometheus when `prometheus_url` is configured, otherwise computed from the
     gateway's own histogram the way `histogram_quantile` over a `rate()` window does.
-    0 when no request was served in the window.
+    Fails when the window holds fewer than `min_requests` requests.
     """
     q = check_number("quantile", quantile, 0, 1)
     seconds = check_number("window", window, 0, 900, low_open=True)
+    minimum = check_number("min_requests", min_requests, 1, 1e9)
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     if settings.prometheus_url:
+        seen = query_scalar(
+            settings.prometheus_url,
+            f"sum(increase(emergence_requests_total[{int(seconds)}s]))",
+            settings.timeout,
+        )
+        if math.isnan(seen) or seen < minimum:
+            raise ActivityFailed(
+                f"latency_percentile: Prometheus saw {seen:.0f} user request(s) in the last "
+                f"{seconds:g} s, fewer than min_requests={minimum:.0f}: nothing to measure"
+            )
         query = (
             f"histogram_quantile({q}, sum by (le) "
             f"(rate(emergence_request_duration_seconds_bucket[{int(seconds)}s])))"
@@ -149,9 +228,11 @@ def latency_percentile(
         value = query_scalar(settings.prometheus_url, query, settings.timeout)
         logger.info("latency_percentile: q%s from Prometheus at %s", q, settings.prometheus_url)
     else:
-        samples = _increase(seconds, configuration, secrets)
+        samples = _measured("latency_percentile", seconds, minimum, configuration, secrets)
         value = histogram_quantile(q, bucket_counts(samples, "emergence_request_duration_seconds"))
-    return 0.0 if math.isnan(value) else round(value * 1000.0, 3)
+    if math.isnan(value):
+        raise ActivityFailed(f"latency_percentile: no latency observed in the last {seconds:g} s")
+    return round(value * 1000.0, 3)
 
 
 def query_prometheus(
@@ -167,37 +248,43 @@ def query_prometheus(
 
 
 def retry_amplification(
-    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+    window: float = 30,
+    min_requests: int = MIN_REQUESTS,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> float:
-    """Dependency attempts (retries included) per user request over the last `window` seconds."""
-    samples = _increase(window, configuration, secrets)
+    """Dependency attempts (retries included) per user request over the last `window` seconds.
+
+    Mechanism evidence of a retry storm (1 = every request costs one call when nothing is
+    retried). Fails when the window holds fewer than `min_requests` requests.
+    """
+    samples = _measured("retry_amplification", window, min_requests, configuration, secrets)
     requests = samples_total(samples, "emergence_requests_total")
     attempts = samples_total(samples, "emergence_dependency_attempts_total")
     gateway_retries = samples_total(samples, "emergence_gateway_retries_total")
-    if not requests:
-        return 0.0
-    # Every user request costs one dependency call when nothing is retried.
     return round((attempts + gateway_retries) / requests, 3)
 
 
 def coalescing_ratio(
     window: float = 30,
-    min_misses: int = 1,
+    min_misses: int = 10,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
     """Backend computations per cache-miss request in the last `window` s (1 = no coalescing).
 
-    Counts the computations users' misses triggered (prewarming is counted apart). With
-    fewer than `min_misses` misses in the window there was no herd to coalesce: 0.
+    Counts the computations users' misses triggered (prewarming is counted apart). Fails
+    with fewer than `min_misses` misses in the window: there was no herd to measure.
     """
-    minimum = check_number("min_misses", min_misses, 0, 1e9)
+    minimum = check_number("min_misses", min_misses, 1, 1e9)
     samples = _increase(window, configuration, secrets)
     misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
     computations = samples_total(samples, "emergence_backend_computations_total")
-    if not misses or misses < minimum:
-        logger.info("coalescing_ratio: %d miss(es) in %ss: no herd", misses, window)
-        return 0.0
+    if misses < minimum:
+        raise ActivityFailed(
+            f"coalescing_ratio: {misses:.0f} cache miss(es) in the last {window} s, fewer than "
+            f"min_misses={minimum:.0f}: no herd to measure"
+        )
     return round(computations / misses, 3)
 
 
@@ -222,21 +309,39 @@ def defense_state(configuration: Configuration = None, secrets: Secrets = None) 
 
 
 def cache_hit_rate(
-    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+    window: float = 30,
+    min_requests: int = MIN_REQUESTS,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> float:
-    """Share of profile cache lookups that hit, over the last `window` seconds (0..1)."""
+    """Share of profile cache lookups that hit, over the last `window` seconds (0..1).
+
+    Fails when the window holds fewer than `min_requests` cache lookups.
+    """
+    minimum = check_number("min_requests", min_requests, 1, 1e9)
     samples = _increase(window, configuration, secrets)
     hits = samples_total(samples, "emergence_cache_requests_total", result="hit")
     misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
-    return round(hits / (hits + misses), 4) if hits + misses else 0.0
+    if hits + misses < minimum:
+        raise ActivityFailed(
+            f"cache_hit_rate: {hits + misses:.0f} cache lookup(s) in the last {window} s, fewer "
+            f"than min_requests={minimum:.0f}: nothing to measure"
+        )
+    return round(hits / (hits + misses), 4)
 
 
 def goodput(
-    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+    window: float = 30,
+    min_requests: int = MIN_REQUESTS,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> float:
-    """Successful user requests per second over the last `window` seconds."""
+    """Successful user requests per second over the last `window` seconds.
+
+    Fails when the window holds fewer than `min_requests` requests (successful or not).
+    """
     seconds = check_number("window", window, 0, 900, low_open=True)
-    samples = _increase(seconds, configuration, secrets)
+    samples = _measured("goodput", seconds, min_requests, configuration, secrets)
     ok = samples_total(samples, "emergence_requests_total", outcome="success")
     return round(ok / seconds, 3)
 
@@ -244,25 +349,28 @@ def goodput(
 def latency_growth(
     quantile: float = 0.99,
     window: float = 30,
+    min_requests: int = MIN_REQUESTS,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
     """The `quantile` latency of the last `window` s divided by its steady-state value.
 
     Steady state is the window just before the method started (recorded by the
-    reference_system control); before the method, the ratio is 1 by definition.
+    reference_system control); before the method, the ratio is 1 by definition. Fails
+    when the window holds fewer than `min_requests` requests.
     """
     q = check_number("quantile", quantile, 0, 1)
     baseline = (configuration or {}).get(BASELINE_KEY)
     if not baseline:
         return 1.0
     name = "emergence_request_duration_seconds"
-    now = histogram_quantile(q, bucket_counts(_increase(window, configuration, secrets), name))
+    samples = _measured("latency_growth", window, min_requests, configuration, secrets)
+    now = histogram_quantile(q, bucket_counts(samples, name))
     before = histogram_quantile(q, bucket_counts(baseline, name))
-    if math.isnan(now):
-        return 0.0
     if math.isnan(before) or before <= 0:
         raise ActivityFailed("latency_growth: the baseline window holds no request")
+    if math.isnan(now):
+        raise ActivityFailed(f"latency_growth: no latency observed in the last {window} s")
     return round(now / before, 3)
 
 
@@ -271,7 +379,8 @@ def service_correlation(
 ) -> float:
     """Largest pairwise correlation of the cells' self-generated load on the shared dependency.
 
-    Periodic jobs and retries: the load jitter can move (user traffic is left out).
+    Periodic jobs and retries: the load jitter can move (user traffic is left out). Fails
+    when too few cells called the shared dependency in the window to correlate anything.
     """
     seconds = check_number("window", window, 0, 900, low_open=True)
     answer = AdminClient.from_chaos(configuration, secrets).get(
@@ -279,7 +388,12 @@ def service_correlation(
     )
     logger.info("service_correlation: %s", answer)
     value = answer.get("correlation")
-    return 0.0 if value is None else round(float(value), 4)
+    if value is None:
+        raise ActivityFailed(
+            f"service_correlation: too few calls to the shared dependency in the last "
+            f"{seconds:g} s to correlate the cells"
+        )
+    return round(float(value), 4)
 
 
 def metastable_state(configuration: Configuration = None, secrets: Secrets = None) -> bool:
@@ -296,16 +410,23 @@ def metastable_state(configuration: Configuration = None, secrets: Secrets = Non
 def failure_radius_outside(
     cells: list[int],
     window: float = 30,
+    min_requests: int = MIN_REQUESTS,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
-    """Percentage of failed requests among users of every cell except `cells` (0 = contained)."""
+    """Percentage of failed requests among users of every cell except `cells` (0 = contained).
+
+    Failed as in `measure_failure_radius`. Fails when those users sent fewer than
+    `min_requests` requests in the window.
+    """
     excluded = {str(c) for c in (check_cells(cells) or [])}
+    minimum = check_number("min_requests", min_requests, 1, 1e9)
     samples = [
         s
         for s in _increase(window, configuration, secrets)
         if s["name"] != "emergence_requests_total" or s["labels"].get("cell") not in excluded
     ]
+    _require_requests("failure_radius_outside", samples, window, minimum)
     return _percent_failed(samples)
 
 
@@ -325,10 +446,10 @@ def recovery_seconds(
     since: float | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
-) -> float:
+) -> float | None:
     """Seconds from `defense`'s first activation to its last deactivation since `since`.
 
-    Measures how long a recovery took (0 when it never started; still running: the time
+    Measures how long a recovery took (None when it never started; still running: the time
     so far). `since` defaults to the experiment's start.
     """
     if not isinstance(defense, str) or not defense:
@@ -341,7 +462,8 @@ def recovery_seconds(
     events = [e for e in answer["events"] if e["defense"] == defense]
     started = [float(e["at"]) for e in events if e["kind"] == "activated"]
     if not started:
-        return 0.0
+        logger.info("%s never started since %s", defense, since)
+        return None
     ended = [float(e["at"]) for e in events if e["kind"] == "deactivated" and e["at"] >= started[0]]
     still_running = not ended or max(started) > max(ended)
     end = time.time() if still_running else max(ended)
@@ -355,15 +477,20 @@ def recovery_seconds(
 
 
 def emergence_figures(
-    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
-) -> dict[str, float]:
+    window: float = 30,
+    min_requests: int = MIN_REQUESTS,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, float | None]:
     """Every headline figure over the last `window` s, for the journal and the report.
 
-    p99 (ms), failure radius (%), retry amplification, coalescing ratio, cache hit rate,
-    goodput (successful requests/s) — all from one read of the services' own counters.
+    p99 (ms), failure radius (%), degraded (% optional features shed on purpose), retry
+    amplification, coalescing ratio (None without misses), cache hit rate, goodput
+    (successful requests/s) — all from one read of the services' own counters. Fails when
+    the window holds fewer than `min_requests` requests.
     """
     seconds = check_number("window", window, 0, 900, low_open=True)
-    samples = _increase(seconds, configuration, secrets)
+    samples = _measured("emergence_figures", seconds, min_requests, configuration, secrets)
     requests = samples_total(samples, "emergence_requests_total")
     attempts = samples_total(samples, "emergence_dependency_attempts_total") + samples_total(
         samples, "emergence_gateway_retries_total"
@@ -373,11 +500,12 @@ def emergence_figures(
     computations = samples_total(samples, "emergence_backend_computations_total")
     p99 = histogram_quantile(0.99, bucket_counts(samples, "emergence_request_duration_seconds"))
     return {
-        "p99_ms": 0.0 if math.isnan(p99) else round(p99 * 1000, 1),
+        "p99_ms": None if math.isnan(p99) else round(p99 * 1000, 1),
         "failure_radius_pct": _percent_failed(samples),
-        "retry_amplification": round(attempts / requests, 3) if requests else 0.0,
-        "coalescing_ratio": round(computations / misses, 3) if misses else 0.0,
-        "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        "degraded_pct": _percent_degraded(samples),
+        "retry_amplification": round(attempts / requests, 3),
+        "coalescing_ratio": round(computations / misses, 3) if misses else None,
+        "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
         "goodput_rps": round(
             samples_total(samples, "emergence_requests_total", outcome="success") / seconds, 2
         ),
@@ -385,12 +513,16 @@ def emergence_figures(
 
 
 def goodput_ratio(
-    window: float = 30, configuration: Configuration = None, secrets: Secrets = None
+    window: float = 30,
+    min_requests: int = MIN_REQUESTS,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
 ) -> float:
     """Successful requests/s over the last `window` s, divided by their steady-state rate.
 
     Steady state is the window recorded just before the method started (reference_system
-    control); before the method the ratio is 1 by definition.
+    control); before the method the ratio is 1 by definition. Fails when the window holds
+    fewer than `min_requests` requests.
     """
     seconds = check_number("window", window, 0, 900, low_open=True)
     configuration = configuration or {}
@@ -403,17 +535,25 @@ def goodput_ratio(
     )
     if before <= 0:
         raise ActivityFailed("goodput_ratio: no successful request in the baseline window")
-    now = goodput(seconds, configuration, secrets)
+    now = goodput(seconds, min_requests, configuration, secrets)
     return round(now / before, 3)
 
 
 def shared_load_peak_to_mean(
     window: float = 60, configuration: Configuration = None, secrets: Secrets = None
 ) -> float:
-    """Peak over mean of the shared dependency's arrivals per time bucket (1 = perfectly even)."""
+    """Peak over mean of the shared dependency's arrivals per time bucket (1 = perfectly even).
+
+    Fails when nothing reached the shared dependency in the window.
+    """
     seconds = check_number("window", window, 0, 900, low_open=True)
     answer = AdminClient.from_chaos(configuration, secrets).get(
         "/admin/correlation", what="read shared dependency load", params={"window": seconds}
     )
     value = answer.get("peak_to_mean")
-    return 0.0 if value is None else round(float(value), 3)
+    if not value:
+        raise ActivityFailed(
+            f"shared_load_peak_to_mean: no call reached the shared dependency in the last "
+            f"{seconds:g} s"
+        )
+    return round(float(value), 3)

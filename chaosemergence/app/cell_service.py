@@ -214,7 +214,7 @@ class CellService:
         self.retry_policies = {name: self._make_retry_policy(name) for name in self.dependencies}
         self.shared_budget = RetryBudget(clock=clock, events=self.events)
         self.shared_policy = RetryPolicy(
-            max_attempts=3,
+            max_attempts=settings.retry_attempts,
             backoff=self._jittered,
             budget=self.shared_budget,
             retry_on=(DependencyError,),
@@ -284,7 +284,7 @@ class CellService:
                 self.self_calls["retry"] += 1
 
         return RetryPolicy(
-            max_attempts=3,
+            max_attempts=self.settings.retry_attempts,
             backoff=self._jittered,
             budget=self.budgets[name],
             retry_on=(DependencyError,),
@@ -471,8 +471,13 @@ class CellService:
         return await self.prewarm(missing, reason)
 
     async def _pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
-        # Committed before anything else: an acknowledged payment is never lost.
-        created = await self.store.record_payment(user_id, idempotency_key, amount_cents, "pending")
+        # Committed before anything else: an acknowledged payment is never lost. (Unless the
+        # test-only unsafe mode queues the write and acknowledges first: what lost_writes
+        # exists to catch.)
+        unsafe = self.settings.unsafe_ack_before_commit
+        created = await self.store.record_payment(
+            user_id, idempotency_key, amount_cents, "pending", ack_before_commit=unsafe
+        )
         if not created:
             return Reply(200, {"idempotency_key": idempotency_key, "status": "duplicate"})
 
@@ -496,7 +501,7 @@ class CellService:
             )
         status = "pending" if degraded else "settled"
         if status == "settled":
-            await self.store.set_payment_status(idempotency_key, status)
+            await self.store.set_payment_status(idempotency_key, status, ack_before_commit=unsafe)
         return Reply(
             201 if status == "settled" else 202,
             {

@@ -41,6 +41,7 @@ from chaosemergence.app.supervisor import Supervisor
 from chaosemergence.app.switches import ALL_DEFENSES, DEFENSES
 from chaosemergence.app.sync import MAX_WINDOW_SECONDS, SHARED_DEPENDENCY, SharedDependencyHost
 from chaosemergence.app.window import MetricWindow
+from chaosemergence.defenses import RetryBudget
 
 __all__ = ["create_gateway_app"]
 
@@ -50,7 +51,9 @@ logger = logging.getLogger("chaosemergence.gateway")
 ADMIN_FANOUT_TIMEOUT = 10.0
 SIGNAL_TIMEOUT = 1.0
 ROUTES = ("profile", "payments", "recommendations")
-NAIVE_GATEWAY_RETRIES = 2
+# The gateway's retry budget when defenses are on: retries at most 10% of requests (plus a
+# floor of one per second), as the cells' own budgets allow.
+GATEWAY_RETRY_RATIO = 0.1
 MONITOR_SECONDS = 0.1
 SYNC_SECONDS = 1.0
 # The cell closed the connection without answering (it is restarting): safe to send again.
@@ -95,8 +98,9 @@ def create_gateway_app(
     routing = Routing(settings.cells)
     fault_ids = itertools.count(1)
     shared = SharedDependencyHost(settings, rng=random.Random(settings.seed * 1000 + 999))
-    # Event-loop state: the gateway's own defense switch and the acknowledged-payment ledger.
-    naive_retries = {"enabled": False}
+    # Event-loop state: the gateway's retry layer (the same layer in both modes; the budget
+    # governs it while the retry_budget defense is on) and the acknowledged-payment ledger.
+    retry_budget = RetryBudget(ratio=GATEWAY_RETRY_RATIO, name="gateway_retry_budget")
     acknowledged: dict[int, set[str]] = {i: set() for i in range(settings.cells)}
     started_at = time.time()
     headers = {"Authorization": f"Bearer {token}"}
@@ -112,15 +116,20 @@ def create_gateway_app(
         started = time.perf_counter()
         status, content, retry_after = 503, b"", "1"
         content_type = {"content-type": request.headers.get("content-type", "")}
-        # Cellular: the home cell only (retried in place in naive-retry mode). Shared mode
-        # (cellular_routing off): fail over through every live instance.
+        # Cellular: the home cell only, retried in place. Shared mode (cellular_routing off):
+        # fail over through every live instance. Either way, with the retry budget on, a retry
+        # is sent only while the budget allows it.
         tries = routing.candidates(user_id, lambda c: supervisor.cells[c].available)
         if len(tries) == 1:
-            tries = tries * (1 + (NAIVE_GATEWAY_RETRIES if naive_retries["enabled"] else 0))
+            tries = tries * settings.gateway_retry_attempts
+        retry_budget.record_request()
         cell = home
         for attempt, cell in enumerate(tries):
             target = supervisor.cells[cell]
             if attempt:
+                if not retry_budget.can_retry():
+                    metrics.gateway_retries_refused.inc()
+                    break
                 metrics.gateway_retries.inc()
             if not target.available:
                 # The supervisor holds the cell's socket: don't queue on a dead process.
@@ -279,8 +288,7 @@ def create_gateway_app(
         if names is None or "cellular_routing" in names:
             routing.cellular = enabled
         if names is None or "retry_budget" in names:
-            # Without the retry budget, the gateway retries too: retries at two layers.
-            naive_retries["enabled"] = not enabled
+            retry_budget.enabled = enabled
         # A cell restarted on its own comes back with the switches it was last given.
         for name in [n for n in names or DEFENSES if n in DEFENSES]:
             if enabled:
@@ -333,7 +341,8 @@ def create_gateway_app(
         supervisor.desired_switches.clear()
         supervisor.desired_jitter_removed = False
         restarted = await asyncio.to_thread(supervisor.restart_dead)
-        naive_retries["enabled"] = False
+        retry_budget.enabled = True
+        retry_budget.reset()
         routing.cellular = True
         shared.reset()
         results = await fan_out("POST", "/admin/reset")
@@ -378,7 +387,7 @@ def create_gateway_app(
             {
                 "started_at": started_at,
                 "gateway": {
-                    "naive_retries": naive_retries["enabled"],
+                    "retry_budget": retry_budget.snapshot(),
                     "cellular_routing": routing.cellular,
                     "cells": settings.cells,
                     "shared_dependency": shared.state(),

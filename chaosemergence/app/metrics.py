@@ -75,7 +75,12 @@ class GatewayMetrics:
         )
         self.gateway_retries = Counter(
             "emergence_gateway_retries",
-            "Retries the gateway made towards cells (naive mode only).",
+            "Retries (and failovers) the gateway sent towards cells.",
+            registry=registry,
+        )
+        self.gateway_retries_refused = Counter(
+            "emergence_gateway_retries_refused",
+            "Retries the gateway's retry budget refused (retry_budget on).",
             registry=registry,
         )
         self.reconnects = Counter(

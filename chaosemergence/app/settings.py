@@ -109,6 +109,15 @@ class SystemSettings:
     cell_workers: int = 0
     cell_request_cost_ms: float = 0.0
     cell_queue_limit: int = 256
+    # Retry layers: attempts per dependency call in a cell (1 = no retries), and attempts per
+    # user request at the gateway (towards the home cell, or failover candidates). The same
+    # layers run with defenses on and off; the defenses govern them (budgets, breaker).
+    retry_attempts: int = 3
+    gateway_retry_attempts: int = 3
+    # TEST ONLY, unsafe: cells acknowledge a payment before its write commits (write-behind,
+    # committed about 1 s later), so a crash loses acknowledged payments. It exists to
+    # prove the lost_writes probe can fail; each cell logs a warning on its first such write.
+    unsafe_ack_before_commit: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.cells <= 64:
@@ -117,6 +126,10 @@ class SystemSettings:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"host must be a loopback address, got {self.host!r}")
+        for name in ("retry_attempts", "gateway_retry_attempts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10:
+                raise ValueError(f"{name} must be an integer in 1..10, got {value!r}")
         for name in ("cell_workers", "cell_request_cost_ms", "cell_queue_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -152,6 +165,10 @@ class SystemSettings:
             )
         if self.correlation_window_seconds < 2 * self.correlation_bucket_seconds:
             raise ValueError("correlation_window_seconds must cover at least 2 buckets")
+        if not isinstance(self.unsafe_ack_before_commit, bool):
+            raise ValueError(
+                f"unsafe_ack_before_commit must be a boolean, got {self.unsafe_ack_before_commit!r}"
+            )
 
     def with_overrides(self, **changes: Any) -> SystemSettings:
         return replace(self, **changes)

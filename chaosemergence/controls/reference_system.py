@@ -11,6 +11,10 @@ Declared at experiment level:
 
 It only ever stops what it started, and it records the experiment's start time in the
 configuration (`emergence_experiment_started_at`) for `check_defense_activation`.
+
+`loop: cut` (`--var loop=cut`) is the third verdict's control run: the experiment's trigger
+stays, and `loop_cut` (settings overrides of the same shape as `system`, merged over it)
+cuts the feedback loop the experiment is about, so the harm must disappear.
 """
 
 from __future__ import annotations
@@ -60,6 +64,35 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+LOOP_MODES = ("on", "cut")
+
+
+def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` merged over it, mappings merged key by key (settings overrides)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overrides(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def system_overrides(
+    system: dict[str, Any] | None, loop: str, loop_cut: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The settings overrides to start with: `system`, plus `loop_cut` when `loop` is "cut"."""
+    if loop not in LOOP_MODES:
+        raise InterruptExecution(f"loop must be one of {', '.join(LOOP_MODES)}, got {loop!r}")
+    for name, value in (("system", system), ("loop_cut", loop_cut)):
+        if value is not None and not isinstance(value, dict):
+            raise InterruptExecution(f"{name} must be a mapping of settings, got {value!r}")
+    if loop == "cut" and not loop_cut:
+        raise InterruptExecution("loop is 'cut' but the control has no loop_cut overrides")
+    overrides = dict(system or {})
+    return merge_overrides(overrides, loop_cut or {}) if loop == "cut" else overrides
 
 
 def start_reference_system(
@@ -124,6 +157,8 @@ def before_experiment_control(
     defenses: str | bool = "on",
     system: dict[str, Any] | None = None,
     keep_on: list[str] | None = None,
+    loop: str = "on",
+    loop_cut: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> None:
     """Start the reference system unless one already answers, then switch defenses on or off.
@@ -132,9 +167,13 @@ def before_experiment_control(
     experiment must deviate. `keep_on` names defenses that stay on in the negative control
     because they are not the ones under test (e.g. `cellular_routing` for a pattern that
     lives inside each cell, where failover onto a cell that escaped would hide it).
+    `loop` is "on" (default) or "cut": "cut" starts the system with `loop_cut` merged over
+    `system`, so it needs to start the system itself.
     """
     global _started
     enabled = parse_switch("defenses", defenses)
+    overrides = system_overrides(system, str(loop).strip().lower(), loop_cut)
+    cut = str(loop).strip().lower() == "cut"
     if keep_on is not None and (
         not isinstance(keep_on, list) or not all(n in ALL_DEFENSES for n in keep_on)
     ):
@@ -145,10 +184,17 @@ def before_experiment_control(
         configuration[EXPERIMENT_START_KEY] = time.time()
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     if _answers(settings.emergence_url):
+        if cut:
+            raise InterruptExecution(
+                f"loop=cut changes the system's settings at start, but a reference system "
+                f"already answers at {settings.emergence_url}: stop it or use another port"
+            )
         logger.info("reference system already answers at %s: using it", settings.emergence_url)
     else:
         logger.info("starting the reference system (%d cells) at %s", cells, settings.emergence_url)
-        _started = start_reference_system(settings, int(cells), int(seed), system)
+        _started = start_reference_system(settings, int(cells), int(seed), overrides)
+        if cut:
+            logger.info("feedback loop cut (loop=cut): %s", json.dumps(loop_cut))
     admin = AdminClient(settings)
     admin.post("/admin/defenses", what="switch defenses", json={"enabled": enabled, "names": None})
     if not enabled and keep_on:

@@ -100,9 +100,27 @@ def test_latency_percentile_from_the_services_own_histogram(clean_system: Runnin
     with httpx.Client(timeout=10) as client:
         for i in range(20):
             client.get(f"{clean_system.url}/users/l{i}/recommendations")
-    p99 = probes.latency_percentile(0.99, window=10, configuration=config)
-    p50 = probes.latency_percentile(0.5, window=10, configuration=config)
+    p99 = probes.latency_percentile(0.99, window=15, min_requests=5, configuration=config)
+    p50 = probes.latency_percentile(0.5, window=15, min_requests=5, configuration=config)
     assert p99 >= 400 and p50 >= 250
+
+
+def test_windowed_probes_fail_when_they_cannot_measure(clean_system: RunningSystem) -> None:
+    """A window without enough requests fails the probe instead of passing with a zero."""
+    config = clean_system.configuration
+    for probe in (
+        probes.measure_failure_radius,
+        probes.latency_percentile,
+        probes.goodput,
+        probes.retry_amplification,
+        probes.emergence_figures,
+    ):
+        with pytest.raises(ActivityFailed, match="min_requests=1000000"):
+            probe(window=5, min_requests=1_000_000, configuration=config)
+    with pytest.raises(ActivityFailed, match="min_misses"):
+        probes.coalescing_ratio(window=5, min_misses=1_000_000, configuration=config)
+    with pytest.raises(ActivityFailed, match="cache lookup"):
+        probes.cache_hit_rate(window=5, min_requests=1_000_000, configuration=config)
 
 
 def test_defense_activation_after_a_cache_invalidation(clean_system: RunningSystem) -> None:
@@ -115,9 +133,10 @@ def test_defense_activation_after_a_cache_invalidation(clean_system: RunningSyst
     result = actions.invalidate_cache_globally(configuration=config)
     assert result["removed"] >= 10 and result["prewarmed"] >= 10
     assert probes.check_defense_activation(["cache_prewarming"], since=since, configuration=config)
-    assert not probes.check_defense_activation(
-        ["circuit_breaker"], since=since, configuration=config
-    )
+    with pytest.raises(ActivityFailed, match="circuit_breaker did not activate"):
+        probes.check_defense_activation(
+            ["cache_prewarming", "circuit_breaker"], since=since, configuration=config
+        )
 
 
 def test_bad_defense_name_is_rejected(clean_system: RunningSystem) -> None:
