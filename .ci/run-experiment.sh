@@ -2,16 +2,19 @@
 # The one command that runs an experiment: the weekly workflow runs it, the test suite checks
 # that the workflow does, and people run it by hand.
 #
-#   .ci/run-experiment.sh EXPERIMENT PROFILE [on|off]
+#   .ci/run-experiment.sh EXPERIMENT PROFILE [on|off|cut]
 #
 # EXPERIMENT  a file in experiments/: `retry-storm`, `retry-storm.yaml` or
 #             `experiments/retry-storm.yaml`
 # PROFILE     a var file in .ci/profiles/: `ci` (short durations) or `weekly` (the seed's)
-# on|off      the defenses (default `on`); `off` is the negative control (`--var defenses=off`)
+# on|off|cut  the mode (default `on`): `on` runs with the defenses on; `off` is the negative
+#             control (`--var defenses=off`), which must deviate; `cut` keeps the trigger and
+#             cuts the feedback loop, defenses off (`--var defenses=off --var loop=cut`), and
+#             must hold: the three verdicts of docs/experiments.md.
 #
-# The journal goes to $RESULTS_DIR/journal-<experiment>-<on|off>.json (RESULTS_DIR defaults to
-# results/ in the repository); chaostoolkit-<experiment>-<on|off>.log and
-# run-<experiment>-<on|off>.json (the profile, read by `python -m chaosemergence.report`) go
+# The journal goes to $RESULTS_DIR/journal-<experiment>-<mode>.json (RESULTS_DIR defaults to
+# results/ in the repository); chaostoolkit-<experiment>-<mode>.log and
+# run-<experiment>-<mode>.json (the profile, read by `python -m chaosemergence.report`) go
 # beside it. `chaos` exits 0 on a failed action or a failed *before* hypothesis, so the run is
 # judged by its journal (`python -m chaosemergence.verdict`): the exit status is 0 only when the
 # journal exists, its status is `completed`, it did not deviate, both steady states were met and
@@ -30,7 +33,7 @@ names_in() {
 }
 
 usage() {
-  echo "usage: $0 EXPERIMENT PROFILE [on|off]" >&2
+  echo "usage: $0 EXPERIMENT PROFILE [on|off|cut]" >&2
   echo "  experiments: $(names_in "$ROOT/experiments")" >&2
   echo "  profiles:    $(names_in "$ROOT/.ci/profiles")" >&2
   exit 2
@@ -41,8 +44,8 @@ name="$(basename -- "$1")"
 name="${name%.yaml}"
 profile="$(basename -- "$2")"
 profile="${profile%.yaml}"
-defenses="${3:-on}"
-[[ "$defenses" == on || "$defenses" == off ]] || usage
+mode="${3:-on}"
+[[ "$mode" == on || "$mode" == off || "$mode" == cut ]] || usage
 [[ "$name" =~ ^[A-Za-z0-9._-]+$ && "$profile" =~ ^[A-Za-z0-9._-]+$ ]] || usage
 
 experiment="$ROOT/experiments/$name.yaml"
@@ -55,25 +58,27 @@ results="${RESULTS_DIR:-$ROOT/results}"
 mkdir -p "$results"
 # Keep run output out of git even where .gitignore does not list the folder.
 [[ -e "$results/.gitignore" ]] || printf '*\n' >"$results/.gitignore"
-journal="$results/journal-$name-$defenses.json"
-log="$results/chaostoolkit-$name-$defenses.log"
+journal="$results/journal-$name-$mode.json"
+log="$results/chaostoolkit-$name-$mode.log"
 # Which profile produced the journal (the journal itself does not say): read by the report.
-meta="$results/run-$name-$defenses.json"
+meta="$results/run-$name-$mode.json"
 # A journal left by an earlier run must never be judged as this run's.
 rm -f -- "$journal" "$meta"
 
 command=("$venv/bin/chaos" --no-version-check --log-file "$log" run
   --journal-path "$journal" --var-file "$var_file")
-if [[ "$defenses" == off ]]; then
+if [[ "$mode" == off ]]; then
   command+=(--var defenses=off)
+elif [[ "$mode" == cut ]]; then
+  command+=(--var defenses=off --var loop=cut)
 fi
 command+=("$experiment")
 
 echo "+ ${command[*]}" >&2
 status=0
 "${command[@]}" || status=$?
-printf '{"experiment": "%s", "profile": "%s", "defenses": "%s", "chaos_exit": %d}\n' \
-  "$name" "$profile" "$defenses" "$status" >"$meta"
+printf '{"experiment": "%s", "profile": "%s", "mode": "%s", "chaos_exit": %d}\n' \
+  "$name" "$profile" "$mode" "$status" >"$meta"
 
 if [[ ! -s "$journal" ]]; then
   echo "no journal written at $journal (chaos exited $status)" >&2

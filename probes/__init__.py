@@ -36,6 +36,7 @@ __all__ = [
     "latency_percentile",
     "lost_writes",
     "measure_failure_radius",
+    "memory_spiral",
     "metastable_state",
     "query_prometheus",
     "retry_amplification",
@@ -288,14 +289,27 @@ def coalescing_ratio(
     return round(computations / misses, 3)
 
 
-def lost_writes(configuration: Configuration = None, secrets: Secrets = None) -> int:
-    """Number of acknowledged payments missing from the cells' databases (should be 0)."""
+def lost_writes(
+    min_acknowledged: int = 1, configuration: Configuration = None, secrets: Secrets = None
+) -> int:
+    """Number of acknowledged payments missing from the cells' databases (should be 0).
+
+    Fails when fewer than `min_acknowledged` payments were acknowledged since the system
+    started: with nothing acknowledged, nothing could be lost, and 0 would prove nothing.
+    """
+    minimum = check_number("min_acknowledged", min_acknowledged, 0, 1e9)
     answer = AdminClient.from_chaos(configuration, secrets).get(
         "/admin/lost-writes", what="count lost writes"
     )
     unreadable = {c: v for c, v in answer["cells"].items() if "error" in v}
     if unreadable:
         raise ActivityFailed(f"lost_writes: cannot read cells {sorted(unreadable)}: {unreadable}")
+    acknowledged = sum(int(v.get("acknowledged", 0)) for v in answer["cells"].values())
+    if acknowledged < minimum:
+        raise ActivityFailed(
+            f"lost_writes: {acknowledged} payment(s) acknowledged, fewer than "
+            f"min_acknowledged={minimum:.0f}: no write to check"
+        )
     return int(answer["lost_writes"])
 
 
@@ -557,3 +571,88 @@ def shared_load_peak_to_mean(
             f"{seconds:g} s"
         )
     return round(float(value), 3)
+
+
+def memory_spiral(
+    cell: int = 0,
+    seconds: float = 15,
+    interval: float = 1.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Sample one cell's memory, requests in flight and GC pauses: a death spiral's evidence.
+
+    Run it in the background beside the trigger. Every `interval` s it reads the cell's leaked
+    ballast and the working set of its requests in flight (MB), its requests in flight, the
+    GC pause a request pays (ms), the share of wall time spent in GC and the memory
+    guardrail's level; it returns the samples and their peaks, and the reason the cell's
+    process last ended if it did meanwhile (e.g. `oom_killed`). Fails when the cell could
+    never be read.
+    """
+    index = int(check_number("cell", cell, 0, 63))
+    total = check_number("seconds", seconds, 0, 600, low_open=True)
+    step = check_number("interval", interval, 0.1, 60)
+    client = AdminClient.from_chaos(configuration, secrets)
+    deadline = time.monotonic() + total
+    started = time.time()
+    samples: list[dict[str, Any]] = []
+    exits: list[dict[str, Any]] = []
+    while True:
+        state = client.get("/admin/state", what=f"read cell {index}'s memory")
+        cells = state.get("cells") or []
+        if index >= len(cells):
+            raise ActivityFailed(f"memory_spiral: no cell {index} (the system has {len(cells)})")
+        entry = cells[index]
+        last_exit = entry.get("last_exit")
+        if last_exit and last_exit.get("at", 0) >= started and last_exit not in exits:
+            exits.append(last_exit)
+        body = entry.get("state") or {}
+        memory = body.get("memory")
+        sample: dict[str, Any] = {"t": round(time.time() - started, 1), "alive": entry["alive"]}
+        if isinstance(memory, dict):
+            working = memory["requests_in_flight"] * memory["working_set_bytes_per_request"]
+            sample.update(
+                ballast_mb=round(memory["ballast_bytes"] / 2**20, 1),
+                working_set_mb=round(working / 2**20, 1),
+                in_flight=memory["requests_in_flight"],
+                usage_pct=round(100 * memory["usage"], 1),
+                gc_pause_ms=round(memory["gc_pause_ms"], 1),
+                gc_seconds=round(memory["gc_seconds_total"], 2),
+                gc_share=round(float((body.get("gc_breaker") or {}).get("gc_share", 0.0)), 3),
+                guardrail=(body.get("memory_guardrail") or {}).get("level"),
+            )
+        samples.append(sample)
+        if time.monotonic() + step > deadline:
+            break
+        time.sleep(step)
+    read = [s for s in samples if "usage_pct" in s]
+    if not read:
+        raise ActivityFailed(f"memory_spiral: cell {index} could not be read in {total:g} s")
+
+    def peak(key: str) -> float:
+        return float(max(s[key] for s in read))
+
+    figures = {
+        "cell": index,
+        "peak_usage_pct": peak("usage_pct"),
+        "peak_ballast_mb": peak("ballast_mb"),
+        "peak_working_set_mb": peak("working_set_mb"),
+        "peak_in_flight": peak("in_flight"),
+        "peak_gc_pause_ms": peak("gc_pause_ms"),
+        "peak_gc_share": peak("gc_share"),
+        "gc_seconds": peak("gc_seconds"),
+        "exits": [e.get("reason") for e in exits],
+        "samples": samples,
+    }
+    logger.info(
+        "memory_spiral: cell %d peaked at %.0f%% of its limit (%.0f MB leaked, %.0f MB for %.0f "
+        "requests in flight), GC pauses up to %.0f ms; exits: %s",
+        index,
+        figures["peak_usage_pct"],
+        figures["peak_ballast_mb"],
+        figures["peak_working_set_mb"],
+        figures["peak_in_flight"],
+        figures["peak_gc_pause_ms"],
+        figures["exits"] or "none",
+    )
+    return figures

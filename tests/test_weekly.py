@@ -166,7 +166,7 @@ def test_script_runs_the_canonical_command(
     assert meta == {
         "experiment": FLAGSHIP,
         "profile": profile,
-        "defenses": defenses,
+        "mode": defenses,
         "chaos_exit": 0,
     }
     # Run output never lands in git, whatever .gitignore says.

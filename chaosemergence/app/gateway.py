@@ -41,7 +41,7 @@ from chaosemergence.app.supervisor import Supervisor
 from chaosemergence.app.switches import ALL_DEFENSES, DEFENSES
 from chaosemergence.app.sync import MAX_WINDOW_SECONDS, SHARED_DEPENDENCY, SharedDependencyHost
 from chaosemergence.app.window import MetricWindow
-from chaosemergence.defenses import RetryBudget
+from chaosemergence.defenses import EventLog, RetryBudget
 
 __all__ = ["create_gateway_app"]
 
@@ -54,6 +54,8 @@ ROUTES = ("profile", "payments", "recommendations")
 # The gateway's retry budget when defenses are on: retries at most 10% of requests (plus a
 # floor of one per second), as the cells' own budgets allow.
 GATEWAY_RETRY_RATIO = 0.1
+# Containment is recorded once per cell per burst, not per request.
+CONTAINMENT_NOTE_SECONDS = 5.0
 MONITOR_SECONDS = 0.1
 SYNC_SECONDS = 1.0
 # The cell closed the connection without answering (it is restarting): safe to send again.
@@ -100,7 +102,23 @@ def create_gateway_app(
     shared = SharedDependencyHost(settings, rng=random.Random(settings.seed * 1000 + 999))
     # Event-loop state: the gateway's retry layer (the same layer in both modes; the budget
     # governs it while the retry_budget defense is on) and the acknowledged-payment ledger.
-    retry_budget = RetryBudget(ratio=GATEWAY_RETRY_RATIO, name="gateway_retry_budget")
+    # The gateway's own defense events (its retry budget, cellular containment), merged into
+    # /admin/events under the cell "gateway".
+    gateway_events = EventLog()
+    retry_budget = RetryBudget(ratio=GATEWAY_RETRY_RATIO, events=gateway_events)
+    contained_noted: dict[int, float] = {}
+
+    def note_containment(cell: int) -> None:
+        """Cellular routing kept a failing cell's users there instead of failing over."""
+        now = time.monotonic()
+        if now - contained_noted.get(cell, -CONTAINMENT_NOTE_SECONDS) >= CONTAINMENT_NOTE_SECONDS:
+            gateway_events.record(
+                "cellular_routing",
+                "activated",
+                f"contained cell {cell}'s failure: its users were not failed over to other cells",
+                cell=cell,
+            )
+        contained_noted[cell] = now
     acknowledged: dict[int, set[str]] = {i: set() for i in range(settings.cells)}
     started_at = time.time()
     headers = {"Authorization": f"Bearer {token}"}
@@ -157,6 +175,8 @@ def create_gateway_app(
             if status < 500:
                 break
         elapsed = time.perf_counter() - started
+        if status >= 500 and routing.cellular and settings.cells > 1:
+            note_containment(home)
         # 429: the cell's load shedder dropped low-priority work on purpose ("shed").
         outcome = "failure" if status >= 500 else "shed" if status == 429 else "success"
         # Counted against the user's home cell: "users of cell k" is what failure radius means.
@@ -415,12 +435,17 @@ def create_gateway_app(
     async def events(request: Request) -> Response:
         since = request.query_params.get("since", "0")
         results = await fan_out("GET", "/admin/events", params={"since": since})
-        merged = [
+        merged: list[dict[str, Any]] = [
             {**event, "cell": index}
             for index, answer in results.items()
             if isinstance(answer, list)
             for event in answer
         ]
+        try:
+            after = float(since)
+        except ValueError:
+            after = 0.0
+        merged += [{**e.as_dict(), "cell": "gateway"} for e in gateway_events.since(after)]
         merged.sort(key=lambda e: e["at"])
         return JSONResponse({"started_at": started_at, "events": merged})
 
