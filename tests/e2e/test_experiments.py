@@ -1,66 +1,119 @@
-"""Every pattern experiment, both ways: defenses on must hold, defenses off must deviate.
+"""Every experiment, three ways: the three verdicts that prove a defense (docs/experiments.md).
 
-An experiment that passes whether or not the defenses exist proves nothing, so each one
-runs twice in the CI profile, as `chaos run` subprocesses judged by their journals.
+- defenses on: holds, and the defenses that break its loop activated;
+- defenses off: deviates on harm users see (a harm probe broke after the method);
+- `--var loop=cut` (defenses off, the trigger kept, the loop cut): holds.
+
+Each run is a `chaos run` subprocess with the CI profile (through `.ci/run-experiment.sh`, the
+command the weekly workflow runs), judged by its journal with `chaosemergence.verdict.judge`.
+The runs are independent systems on their own ports, so they run side by side
+(CHAOSEMERGENCE_PARALLEL_RUNS, default 2: this suite must stay under 30 minutes on two cores);
+only the runs of the selected tests are started.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from chaosemergence.verdict import MODES, judge
 from tests.conftest import free_port
-from tests.e2e.chaosrun import assert_held, probe_outputs, run_experiment
+from tests.e2e.chaosrun import ROOT, probe_outputs, run_experiment
 
 pytestmark = pytest.mark.e2e
 
-# experiment -> the steady-state probe that names its pattern (the one "off" must break)
-PATTERN_PROBES = {
-    "validate-emergence-defenses.yaml": "latency-remains-bounded",
-    "retry-storm.yaml": "retry-amplification",
-    "thundering-herd.yaml": "coalescing-ratio",
-    "death-spiral.yaml": "cells-down",
-    "metastable.yaml": "requests-failing",
-    "synchronization.yaml": "service-correlation",
-    "cascade.yaml": "failure-radius-outside-cell-0",
-    "cascade-failing-dependency.yaml": "failure-radius-outside-cell-0",
+# The defenses that break each experiment's loop: its defended run's activation check must
+# ask for every one of them (and they must have activated for the check to succeed).
+LOOP_BREAKERS: dict[str, set[str]] = {
+    "validate-emergence-defenses": {"circuit_breaker"},
+    "retry-storm": {"circuit_breaker", "retry_budget"},
+    "thundering-herd": {"request_coalescing"},
+    "death-spiral": set(),  # one of LOOP_BREAKER_ALTERNATIVES below
+    "synchronization": {"jitter"},
+    "cascade": {"cellular_routing"},
+    "cascade-failing-dependency": {"cellular_routing"},
+    "metastable": {"metastable_detector", "metastable_recovery"},
 }
-# The flagship's "on" runs are test_flagship.py's (embedded and with Prometheus).
-ON_RUNS = sorted(set(PATTERN_PROBES) - {"validate-emergence-defenses.yaml"})
+# Where any one of several defenses breaks the loop.
+LOOP_BREAKER_ALTERNATIVES: dict[str, set[str]] = {
+    "death-spiral": {"memory_guardrail", "gc_breaker"},
+}
+# Longest first, so that side-by-side runs finish together.
+SLOW_FIRST = ("metastable", "death-spiral", "synchronization", "thundering-herd")
+PARALLEL = int(os.environ.get("CHAOSEMERGENCE_PARALLEL_RUNS", "2"))
 
 
-def _run(experiment: str, tmp_path: Path, defenses: str) -> dict[str, object]:
+def experiments() -> list[str]:
+    return sorted(path.stem for path in (ROOT / "experiments").glob("*.yaml"))
+
+
+def _run(experiment: str, mode: str, workdir: Path) -> dict[str, Any]:
     port = free_port()
-    env = {"CHAOSEMERGENCE_URL": f"http://127.0.0.1:{port}", "CHAOSEMERGENCE_HOME": str(tmp_path)}
-    journal = run_experiment(experiment, tmp_path, env, {"defenses": defenses})
+    env = {"CHAOSEMERGENCE_URL": f"http://127.0.0.1:{port}", "CHAOSEMERGENCE_HOME": str(workdir)}
+    journal = run_experiment(experiment, workdir, env, {"defenses": mode})
     # The reference-system control stopped what it started: nothing answers on the port.
-    with pytest.raises(httpx.HTTPError):
+    try:
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+    except httpx.HTTPError:
+        journal["_stopped"] = True
+    else:
+        journal["_stopped"] = False
     return journal
 
 
-@pytest.mark.parametrize("experiment", ON_RUNS)
-def test_defenses_on_hold(experiment: str, tmp_path: Path) -> None:
-    """With the defenses on, the experiment completes without deviating."""
-    assert_held(_run(experiment, tmp_path, "on"))
+@pytest.fixture(scope="session")
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], Future[dict[str, Any]]]:
+    """Every selected (experiment, mode) run, PARALLEL at a time, all finished before any
+    test judges one (so no run overlaps the suite's other tests)."""
+    wanted = []
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if item.originalname == "test_three_verdicts" and callspec is not None:
+            wanted.append((callspec.params["experiment"], callspec.params["mode"]))
+    order = {name: i for i, name in enumerate(SLOW_FIRST)}
+    wanted.sort(key=lambda run: (order.get(run[0], len(order)), run))
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        futures = {
+            (name, mode): pool.submit(_run, name, mode, tmp_path_factory.mktemp(f"{name}-{mode}"))
+            for name, mode in wanted
+        }
+    return futures
 
 
-@pytest.mark.parametrize("experiment", sorted(PATTERN_PROBES))
-def test_defenses_off_deviate_on_the_pattern_probe(experiment: str, tmp_path: Path) -> None:
-    """With the defenses off, the after-hypothesis fails on the probe that names the pattern."""
-    journal = _run(experiment, tmp_path, "off")
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("experiment", experiments())
+def test_three_verdicts(
+    experiment: str, mode: str, runs: dict[tuple[str, str], Future[dict[str, Any]]]
+) -> None:
+    """on holds and its loop breakers activated; off deviates on harm; loop=cut holds."""
+    journal = runs[(experiment, mode)].result()
     context = journal["_output"]
-    assert journal["status"] == "completed", context
-    assert journal["steady_states"]["before"]["steady_state_met"] is True, context
-    assert journal["deviated"] is True, context
-    after = journal["steady_states"]["after"]["probes"]
-    failing = [p["activity"]["name"] for p in after if p["tolerance_met"] is False]
-    assert PATTERN_PROBES[experiment] in failing, (failing, probe_outputs(journal, "after"))
+    ok, why = judge(mode, journal)
+    after = probe_outputs(journal, "after") if journal["steady_states"].get("after") else None
+    assert ok, (why, after, context)
+    assert journal["_stopped"], f"the reference system outlived the run\n{context}"
+    assert all(r["status"] == "succeeded" for r in journal["rollbacks"]), context
+    if mode == "on":
+        asked = set()
+        for activity in journal["run"]:
+            provider = activity["activity"]["provider"]
+            if provider.get("func") == "check_defense_activation":
+                asked |= set(provider.get("arguments", {}).get("defenses") or [])
+        assert LOOP_BREAKERS[experiment] <= asked, (experiment, asked)
+        alternatives = LOOP_BREAKER_ALTERNATIVES.get(experiment)
+        assert not alternatives or alternatives & asked, (experiment, asked)
 
 
-def test_every_experiment_is_run_both_ways() -> None:
-    """No experiment in experiments/ escapes the negative control."""
-    on_disk = {p.name for p in (Path(__file__).parents[2] / "experiments").glob("*.yaml")}
-    assert on_disk == set(PATTERN_PROBES)
+def test_every_experiment_has_its_loop_breakers_and_a_loop_to_cut() -> None:
+    """No experiment escapes the three verdicts: each declares `loop` and its loop breakers."""
+    assert set(experiments()) == set(LOOP_BREAKERS)
+    for name in experiments():
+        text = (ROOT / "experiments" / f"{name}.yaml").read_text()
+        assert "loop: ${loop}" in text and "loop_cut:" in text, name
