@@ -61,7 +61,9 @@ class _Guard:
 
         while not self._stop.wait(self.interval):
             try:
-                radius = measure_failure_radius(self.window, self._configuration, self._secrets)
+                radius = measure_failure_radius(
+                    self.window, configuration=self._configuration, secrets=self._secrets
+                )
             except ActivityFailed as error:
                 logger.warning("safeguard could not read the failure radius: %s", error)
                 continue
