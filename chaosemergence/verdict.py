@@ -46,9 +46,27 @@ def judge(mode: str, journal: dict[str, Any]) -> tuple[bool, str]:
     """(ok, why) for `journal` judged as the `mode` run of the three verdicts."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    held, _ = summarize(journal)
     if mode == "cut":
-        return held, "held: the loop cut, no harm" if held else "did not hold with the loop cut"
+        # Defenses are off: the activation check is expected to fail; every other activity
+        # must succeed and the hypothesis must hold.
+        states = journal.get("steady_states") or {}
+        failed = [
+            r["activity"]["name"]
+            for r in journal.get("run", [])
+            if r.get("status") != "succeeded" and _func(r) != ACTIVATION_PROBE
+        ]
+        held = (
+            journal.get("status") == "completed"
+            and not journal.get("deviated")
+            and bool((states.get("before") or {}).get("steady_state_met"))
+            and bool((states.get("after") or {}).get("steady_state_met"))
+            and not failed
+        )
+        if held:
+            return True, "held: the loop cut, no harm"
+        detail = f" (failed: {', '.join(failed)})" if failed else ""
+        return False, f"did not hold with the loop cut{detail}"
+    held, _ = summarize(journal)
     if mode == "on":
         checks = [r for r in journal.get("run", []) if _func(r) == ACTIVATION_PROBE]
         activated = bool(checks) and all(r.get("status") == "succeeded" for r in checks)
