@@ -7,7 +7,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosemergence.client import AdminClient
 
-__all__ = ["clear_faults", "reset_all_defenses"]
+__all__ = ["clear_faults", "reset_all_defenses", "stop_traffic"]
 
 
 def reset_all_defenses(

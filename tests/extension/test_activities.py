@@ -9,11 +9,13 @@ import time
 
 import httpx
 import pytest
+import yaml
 from chaoslib.exceptions import ActivityFailed, InterruptExecution
 
 from chaosemergence import actions, probes, rollbacks
 from chaosemergence.controls import reference_system
 from tests.conftest import RunningSystem, free_port
+from tests.e2e.chaosrun import ROOT
 
 
 def _faults(system: RunningSystem) -> list[list[dict[str, object]]]:
@@ -182,17 +184,25 @@ def test_discover_lists_every_activity() -> None:
     )
     text = out.stdout
     discovery = json.loads(text[text.index("{") : text.rindex("}") + 1])
-    names = {a["name"]: a for a in discovery["activities"]}
-    for name in (
-        "inject_timeouts",
-        "invalidate_cache_globally",
-        "remove_all_jitter",
-        "measure_failure_radius",
-        "check_defense_activation",
-        "reset_all_defenses",
-    ):
-        assert names[name]["doc"]
-    percentage = next(a for a in names["inject_timeouts"]["arguments"] if a["name"] == "percentage")
+    names = {(a["mod"], a["name"]): a for a in discovery["activities"]}
+    # Every function an experiment calls (method, hypothesis or rollback) is discovered with
+    # its docstring, so `chaos discover` shows a user what the shipped experiments use.
+    called = set()
+    for path in (ROOT / "experiments").glob("*.yaml"):
+        experiment = yaml.safe_load(path.read_text())
+        activities = [
+            *experiment["steady-state-hypothesis"]["probes"],
+            *experiment["method"],
+            *experiment.get("rollbacks", []),
+        ]
+        called |= {(a["provider"]["module"], a["provider"]["func"]) for a in activities}
+    assert called
+    for module, func in sorted(called):
+        assert (module, func) in names, f"{module}.{func} is not exported (missing in __all__?)"
+        assert names[(module, func)]["doc"], f"{module}.{func} has no docstring"
+    assert names[("chaosemergence.actions", "inject_timeouts")]["doc"]
+    timeouts = names[("chaosemergence.actions", "inject_timeouts")]
+    percentage = next(a for a in timeouts["arguments"] if a["name"] == "percentage")
     assert percentage == {"name": "percentage", "default": 20, "type": "number"}
 
 
