@@ -1,5 +1,7 @@
 """Chaos Toolkit actions: inject faults and switch defenses through the admin API."""
 
+import logging
+import time
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
@@ -7,8 +9,16 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosemergence.activity import check_cells, check_names, check_number, parse_switch
 from chaosemergence.client import AdminClient
-from chaosemergence.settings import ExtensionSettings, traffic_state_dir
-from chaosemergence.traffic.runner import TrafficError, TrafficSpec
+from chaosemergence.measure import samples_total
+from chaosemergence.settings import (
+    BASELINE_KEY,
+    BASELINE_WINDOW_KEY,
+    ExtensionSettings,
+    traffic_state_dir,
+)
+from chaosemergence.sizing import plan_spike
+from chaosemergence.traffic.runner import MAX_USERS as MAX_SPIKE_USERS
+from chaosemergence.traffic.runner import TrafficError, TrafficSpec, traffic_status
 from chaosemergence.traffic.runner import start_traffic as _start_locust
 from chaosemergence.traffic.runner import stop_traffic as _stop_locust
 
@@ -22,11 +32,16 @@ __all__ = [
     "remove_all_jitter",
     "restore_jitter",
     "set_defenses",
+    "start_spike_over_capacity",
     "start_traffic",
     "stop_traffic",
 ]
 
 MAX_DURATION = 24 * 3600
+logger = logging.getLogger("chaostoolkit")
+# What a capacity-sized spike copies from the steady-state traffic, so that its users offer
+# what the baseline users did (the per-user rate it is sized with).
+SPIKE_COPIED_FIELDS = ("population", "hot_keys", "hot_share", "wait_min", "wait_max")
 
 
 def _inject(
@@ -246,4 +261,125 @@ def stop_traffic(
         "requests": summary.requests,
         "failures": summary.failures,
         "rps": round(summary.rps, 2),
+    }
+
+
+# A spike's rate is read over this many seconds (the services keep one snapshot a second).
+SPIKE_RATE_WINDOW = 3.0
+SPIKE_POLL_SECONDS = 0.5
+
+
+def _dependency_capacity(dependency: str, configuration: Configuration, secrets: Secrets) -> float:
+    """Calls/s `dependency` can serve, summed over the live cells (their configuration)."""
+    state = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/state", what=f"read {dependency}'s capacity"
+    )
+    capacity = 0.0
+    for cell in state["cells"]:
+        deps = (cell.get("state") or {}).get("dependencies") or {}
+        if cell.get("alive") and dependency in deps:
+            capacity += float(deps[dependency].get("capacity_per_second") or 0.0)
+    if capacity <= 0:
+        raise ActivityFailed(f"no live cell reports the capacity of a dependency {dependency!r}")
+    return capacity
+
+
+def _route_rate(route: str, configuration: Configuration, secrets: Secrets) -> float:
+    answer = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/increase", what="read the spike's rate", params={"seconds": SPIKE_RATE_WINDOW}
+    )
+    return samples_total(answer["samples"], "emergence_requests_total", route=route) / (
+        SPIKE_RATE_WINDOW
+    )
+
+
+def start_spike_over_capacity(
+    multiple: float = 3.0,
+    dependency: str = "database",
+    route: str = "profile",
+    run: str = "spike",
+    duration: float = 60,
+    ramp_timeout: float = 20,
+    reach: float = 0.9,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Start a load spike offering `multiple` x the capacity of `dependency`; return at its peak.
+
+    Sized from measurements, not a fixed user count, so the trigger has the same margin on
+    any machine: the capacity is what `dependency`'s workers can serve (concurrency / service
+    time, summed over the live cells, from /admin/state); the rate one user offers is what
+    the steady-state users sent on `route` (the requests that land on `dependency` once
+    the cache is cold) in the baseline window the reference_system control recorded before
+    the method. The spike's users behave like the baseline traffic's (same think time, mix
+    and population; another seed), so `sizing.plan_spike` can extrapolate. It returns once
+    `route` carries `reach` x the target over the last few seconds, with the plan and the
+    rate reached; fails when it is not reached within `ramp_timeout` s (the trigger would
+    prove nothing). `stop_traffic(run=...)` ends the spike (at the latest after `duration`).
+    """
+    factor = check_number("multiple", multiple, 1, 100)
+    span = check_number("duration", duration, 0, MAX_DURATION, low_open=True)
+    patience = check_number("ramp_timeout", ramp_timeout, 0, 600, low_open=True)
+    share = check_number("reach", reach, 0, 1, low_open=True)
+    configuration = configuration or {}
+    baseline = configuration.get(BASELINE_KEY)
+    if not baseline:
+        raise ActivityFailed(
+            "start_spike_over_capacity needs the baseline window the reference_system control "
+            "records before the method"
+        )
+    window = float(configuration.get(BASELINE_WINDOW_KEY) or 0) or 1.0
+    baseline_rps = samples_total(baseline, "emergence_requests_total", route=route) / window
+    settings = ExtensionSettings.from_chaos(configuration, secrets)
+    status = traffic_status(traffic_state_dir(settings))
+    spec = status.get("spec")
+    if not status["running"] or not spec:
+        raise ActivityFailed(
+            "start_spike_over_capacity sizes the spike from the running steady-state traffic "
+            "(the traffic control's), and none is running"
+        )
+    capacity = _dependency_capacity(dependency, configuration, secrets)
+    try:
+        plan = plan_spike(factor, capacity, baseline_rps, int(spec["users"]), MAX_SPIKE_USERS)
+        run_dir = traffic_state_dir(settings, run)
+        copied = {k: spec[k] for k in SPIKE_COPIED_FIELDS if k in spec}
+        spike = TrafficSpec(
+            target_url=settings.emergence_url,
+            users=plan.users,
+            spawn_rate=float(plan.users),  # all of them within a second: a spike
+            duration=span,
+            shape="steady",
+            seed=int(spec.get("seed", 42)) + 1,  # the baseline users' twins would mirror them
+            **copied,
+        )
+        _stop_locust(run_dir)  # a run left behind by a killed `chaos` process
+        _start_locust(spike, run_dir)
+    except (TypeError, ValueError, TrafficError) as error:
+        raise ActivityFailed(f"start_spike_over_capacity: {error}") from None
+    logger.info(
+        "spike: %d users on top of %d offer %.1f %s requests/s = %gx the %s's %.1f calls/s "
+        "(a baseline user offered %.3f/s)",
+        plan.users, plan.baseline_users, plan.target_rps, route, factor, dependency,
+        capacity, plan.per_user_rps,
+    )  # fmt: skip
+    started = time.monotonic()
+    best = 0.0
+    while True:
+        rate = _route_rate(route, configuration, secrets)
+        best = max(best, rate)
+        if rate >= share * plan.target_rps:
+            break
+        if time.monotonic() - started > patience:
+            raise ActivityFailed(
+                f"start_spike_over_capacity: the spike reached {best:.1f} {route} requests/s in "
+                f"{patience:g} s, short of {share:g} x {plan.target_rps:.1f} (the {dependency}'s "
+                f"capacity x {factor:g}): no overload to prove anything with"
+            )
+        time.sleep(SPIKE_POLL_SECONDS)
+    return {
+        **plan.as_dict(),
+        "reached_rps": round(rate, 2),
+        "reached_multiple": round(rate / capacity, 2),
+        "seconds_to_peak": round(time.monotonic() - started, 1),
+        "run": run,
     }

@@ -29,6 +29,7 @@ __all__ = [
     "check_defense_activation",
     "coalescing_ratio",
     "defense_state",
+    "dependency_work",
     "failure_radius_by_cell",
     "failure_radius_outside",
     "goodput",
@@ -656,3 +657,55 @@ def memory_spiral(
         figures["exits"] or "none",
     )
     return figures
+
+
+def dependency_work(
+    dependency: str = "database",
+    window: float = 30,
+    min_requests: int = MIN_REQUESTS,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """What `dependency`'s workers did over the last `window` s, and its queue now.
+
+    The metastable loop's evidence: `useful_per_s` (answers a caller got), `wasted_per_s`
+    (calls served after their caller gave up) and `wasted_share` of the work served;
+    `timeouts_per_s`, `refused_per_s` (queue full), `dropped_per_s` (calls whose caller
+    had gone, dropped unserved); `attempts_per_request` (its attempts, retries included,
+    plus the gateway's retries, per user request); `queue_depth` (calls queued now, every
+    cell) and `queue_by_cell`. Fails when the window holds fewer than `min_requests`
+    user requests.
+    """
+    if not isinstance(dependency, str) or not dependency:
+        raise ActivityFailed(f"dependency must be a dependency name, got {dependency!r}")
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    samples = _measured("dependency_work", seconds, min_requests, configuration, secrets)
+    results = "emergence_dependency_results_total"
+
+    def rate(result: str) -> float:
+        return samples_total(samples, results, dependency=dependency, result=result) / seconds
+
+    useful, wasted = rate("success"), rate("wasted")
+    requests = samples_total(samples, "emergence_requests_total")
+    attempts = samples_total(
+        samples, "emergence_dependency_attempts_total", dependency=dependency
+    ) + samples_total(samples, "emergence_gateway_retries_total")
+    state = AdminClient.from_chaos(configuration, secrets).get(
+        "/admin/state", what=f"read {dependency}'s queue"
+    )
+    queues = {
+        str(c["index"]): int(((c.get("state") or {}).get("dependencies") or {})
+                             .get(dependency, {}).get("waiting", 0))
+        for c in state["cells"]
+    }  # fmt: skip
+    return {
+        "useful_per_s": round(useful, 2),
+        "wasted_per_s": round(wasted, 2),
+        "wasted_share": round(wasted / (useful + wasted), 3) if useful + wasted else None,
+        "timeouts_per_s": round(rate("timeout"), 2),
+        "refused_per_s": round(rate("overloaded"), 2),
+        "dropped_per_s": round(rate("drained"), 2),
+        "attempts_per_request": round(attempts / requests, 3),
+        "queue_depth": sum(queues.values()),
+        "queue_by_cell": queues,
+    }

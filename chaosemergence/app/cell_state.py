@@ -26,7 +26,12 @@ def cell_state(svc: CellService) -> dict[str, Any]:
         "retry_budgets": {name: b.snapshot() for name, b in svc.budgets.items()},
         "throttles": {name: t.snapshot() for name, t in svc.throttles.items()},
         "dependencies": {
-            name: {"in_flight": d.in_flight, "waiting": d.waiting, **vars(d.stats)}
+            name: {
+                "in_flight": d.in_flight,
+                "waiting": d.waiting,
+                "capacity_per_second": d.capacity_per_second,
+                **vars(d.stats),
+            }
             for name, d in svc.dependencies.items()
         },
         "cache": {

@@ -53,6 +53,10 @@ MAX_GROWTH = 100.0
 USERS_WINDOW_SECONDS = 10.0
 CORRELATION_TTL_SECONDS = 5.0
 METASTABLE_PERSISTENCE = 5
+# The staged recovery warms this many of the hottest keys, through the dependency that
+# computes them, at the pace its workers serve.
+WARM_KEYS = 20
+WARM_DEPENDENCY = "database"
 
 # The cell's static service call graph (routes, the cache, dependencies, shared config).
 CALL_GRAPH: dict[str, tuple[str, ...]] = {
@@ -271,13 +275,35 @@ class CellControl:
         self.actions[action.value] += 1
         svc = self.service
         if action is RecoveryAction.WARM_CACHES:
-            svc.spawn(svc.prewarm_hottest("metastable recovery"))
+            # Warm-up calls must neither queue behind calls whose callers have gone nor be
+            # refused by client state that remembers the stuck state's failures (an adaptive
+            # throttle that saw nothing accepted rejects nearly everything): drain and reset
+            # first, then warm at the pace the database serves.
+            svc.drain_queues()
+            svc.reset_connections()
+            svc.spawn(self.warm_caches("metastable recovery"))
         elif action is RecoveryAction.DRAIN_QUEUES:
             svc.drain_queues()
         elif action is RecoveryAction.RESET_CONNECTIONS:
             svc.reset_connections()
         elif action is RecoveryAction.FORCE_GC:
             gc.collect()
+
+    async def warm_caches(self, reason: str) -> int:
+        """Recompute the hottest keys not cached, as many at a time as the database serves.
+
+        All at once, most warm-up calls would wait behind each other past their timeout and
+        leave dead work in the queue: the very state the recovery is getting out of.
+        Returns how many were recomputed.
+        """
+        svc = self.service
+        keys = [k for k in svc.cache.hottest(WARM_KEYS) if not svc.cache.is_fresh(k)]
+        database = svc.dependencies.get(WARM_DEPENDENCY)
+        width = database.settings.concurrency if database is not None else len(keys)
+        warmed = 0
+        for start in range(0, len(keys), max(1, width)):
+            warmed += await svc.prewarm(keys[start : start + width], reason)
+        return warmed
 
     async def run(self, sleep: Callable[[float], Any]) -> None:
         while True:

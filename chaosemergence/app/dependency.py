@@ -50,7 +50,9 @@ class DependencyStats:
     overloaded: int = 0
     wasted: int = 0  # completed after the caller had given up
     served: int = 0  # calls a worker actually served
-    drained: int = 0  # queued calls dropped by drain() because their caller had gone
+    # Queued calls dropped because their caller had gone: by drain(), or at dequeue when the
+    # server does not serve abandoned calls (serve_abandoned false).
+    drained: int = 0
 
 
 class SimulatedDependency:
@@ -82,6 +84,11 @@ class SimulatedDependency:
     @property
     def utilization(self) -> float:
         return self.in_flight / self.settings.concurrency
+
+    @property
+    def capacity_per_second(self) -> float:
+        """Calls its workers can serve per second: concurrency / mean service time."""
+        return self.settings.concurrency * 1000.0 / self.settings.service_time_ms
 
     async def call(self, timeout: float | None = None) -> float:
         """Make one call; returns the seconds it took. Raises a DependencyError subclass."""
@@ -132,6 +139,9 @@ class SimulatedDependency:
                 self._forget_queued(current)
                 self.waiting -= 1
                 admitted = True
+                if done.cancelled() and not self.settings.serve_abandoned:
+                    self.stats.drained += 1  # its caller is gone: not worth a worker
+                    return
                 self.in_flight += 1
                 try:
                     service = self._service_time()

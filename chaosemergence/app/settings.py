@@ -30,8 +30,14 @@ class DependencySettings:
     # A request hit by a timeout fault hangs a worker this long (until the server gives up)
     # and its answer is lost: the caller only sees its own deadline pass.
     hang_ms: float = 1000.0
+    # A worker that takes a queued call whose caller has already given up serves it anyway
+    # (True: wasted work, as a server that never looks at its callers' deadlines does);
+    # False: it drops the call before starting it (a deadline check at dequeue).
+    serve_abandoned: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.serve_abandoned, bool):
+            raise ValueError(f"serve_abandoned must be a boolean, got {self.serve_abandoned!r}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.queue_limit < 0:
