@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -24,6 +25,8 @@ from chaosemergence.app.settings import SystemSettings
 from chaosemergence.app.shared_client import SharedDependencyClient
 
 PARENT_CHECK_SECONDS = 1.0
+
+logger = logging.getLogger("chaosemergence.cell")
 
 
 async def _exit_when_orphaned(parent: int, server: uvicorn.Server) -> None:
@@ -69,6 +72,14 @@ async def _serve(args: argparse.Namespace) -> int:
         jitter_removed=args.jitter_removed,
         recorder=PrometheusRecorder(registry, cell=str(args.index)),
     )
+    # Faults of this cell that outlived its previous process: what is left of them.
+    if args.memory_pressure:
+        leak = json.loads(args.memory_pressure)
+        service.start_memory_pressure(leak["megabytes_per_second"], leak["duration"])
+        logger.warning("cell %s: memory pressure re-injected: %s", args.index, leak)
+    for fault_id, fault in (json.loads(args.faults) if args.faults else {}).items():
+        service.inject_fault(fault, fault_id)
+        logger.warning("cell %s: fault %s re-injected: %s", args.index, fault_id, fault)
     app = create_cell_app(service, token, registry=registry)
     sock = socket.socket(fileno=args.fd)
     config = uvicorn.Config(
@@ -101,6 +112,10 @@ def main() -> None:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--switches", default="", help="JSON {defense: bool} to start with")
     parser.add_argument("--jitter-removed", action="store_true")
+    parser.add_argument(
+        "--memory-pressure", default="", help="JSON {megabytes_per_second, duration} left"
+    )
+    parser.add_argument("--faults", default="", help="JSON {fault id: fault request} left")
     args = parser.parse_args()
     import uvloop
 

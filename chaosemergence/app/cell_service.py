@@ -7,7 +7,7 @@ no fallback, no coalescing, unjittered timers, no shedding, no guardrails) so
 negative-control experiments can watch the failure loops close.
 
 A user request goes: admission (``app/admission.py``: staged recovery, memory guardrail,
-GC breaker, load shedder) -> GC pause (``app/memory.py``) -> handler -> dependency call
+GC breaker, load shedder) -> GC pauses (``app/memory.py``) -> handler -> dependency call
 (breaker -> adaptive throttle -> retry policy with budget -> simulated dependency).
 Once a second ``app/control.py`` measures the cell and ticks the ControlLoop.
 """
@@ -357,8 +357,8 @@ class CellService:
         self.memory.enter()
         try:
             async with self.capacity.slot():
-                await self.memory.gc_pause()
-                reply = await work()
+                # Its GC pause, then its work, delayed by every pause that stops the world.
+                reply = await self.memory.run_request(work)
         except CellOverloaded as error:
             reply = Reply(503, {"error": f"cell overloaded: {error}", "cell": self.index}, 1)
         finally:

@@ -254,6 +254,9 @@ def create_gateway_app(
             )
         results = await fan_out("POST", "/admin/faults", cells, json={**normalized, "id": fault_id})
         applied = [i for i, r in results.items() if "error" not in r]
+        # Until it expires or is cleared, a restarted process of a targeted cell (one that was
+        # down now included) starts with what is left of it.
+        supervisor.keep_fault(fault_id, cells, normalized)
         return JSONResponse(
             {
                 "id": fault_id,
@@ -268,6 +271,7 @@ def create_gateway_app(
     async def clear_faults(request: Request) -> Response:
         fault_id = request.query_params.get("id")
         params = {"id": fault_id} if fault_id else None
+        supervisor.forget_faults(fault_id or None, memory=False)
         results = await fan_out("DELETE", "/admin/faults", params=params)
         cleared = shared.faults.clear(fault_id)
         return JSONResponse(
@@ -354,12 +358,15 @@ def create_gateway_app(
         answer = (await fan_out("POST", "/admin/memory-pressure", [index], json=body))[index]
         if "error" in answer:
             return JSONResponse({"cell": index, **answer}, status_code=502)
+        # The leak outlives a restart of the cell's process until it expires (or a reset).
+        supervisor.keep_memory_pressure(index, rate, duration)
         return JSONResponse({**answer, "expires_at": time.time() + duration}, status_code=201)
 
     async def reset(_: Request) -> Response:
         # Before anything else: a restarted cell must come back with every defense on.
         supervisor.desired_switches.clear()
         supervisor.desired_jitter_removed = False
+        supervisor.forget_faults()
         restarted = await asyncio.to_thread(supervisor.restart_dead)
         retry_budget.enabled = True
         retry_budget.reset()

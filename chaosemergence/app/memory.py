@@ -4,17 +4,23 @@
 at a given rate. The cell's memory is accounted as ballast plus a working set per request
 in flight, against its configured limit (``cell_memory_limit_mb``); the accounting, not
 the process RSS, is what the limit applies to, so the dynamics do not depend on the
-interpreter's baseline footprint. Memory slows the cell like a garbage collector would:
-every admitted request first waits its turn for a stop-the-world pause that grows with
-the share of the limit in use (its 4th power: little at half the limit, most of the time
-near it), so throughput falls, queues grow, requests in flight hold more memory, and the
-loop closes. At the limit the cell dies the way the OOM killer kills
-(SIGKILL, through ``on_oom``).
+interpreter's baseline footprint. Memory slows the cell like a stop-the-world garbage
+collector would: every admitted request allocates, which costs one collector pause that
+grows with the share of the limit in use (its 4th power: little at half the limit, most of
+the time near it); pauses are serialized (one collector), and while one runs the whole
+process stands still, so every request in flight is delayed by every pause that runs
+while it is in flight (``run_request``). Throughput falls, requests last longer, more of
+them are in flight holding their working set, memory grows, pauses grow: the loop closes.
+At the limit the cell dies the way the OOM killer kills (SIGKILL, through ``on_oom``).
 
 Defenses: ``MemoryGuardrail`` sheds non-critical work above ``memory_shed_at`` of the
 limit, ``GcPressureBreaker`` refuses non-critical work while pauses take more than 25% of
 wall time, ``PredictiveRestart`` asks (``on_restart``) for a graceful restart before the
 line fitted to memory reaches 95% of the limit.
+
+Memory pressure is a fault of the cell, not of its process: ``Pressure`` carries its
+deadline on the wall clock so that the supervisor can give a restarted process what is
+left of it (``--memory-pressure``).
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from chaosemergence.app.settings import SystemSettings
 from chaosemergence.defenses import (
@@ -35,6 +41,8 @@ from chaosemergence.defenses import (
 )
 
 __all__ = ["MB", "MemoryModel", "Pressure", "validate_pressure_request"]
+
+T = TypeVar("T")
 
 MB = 1024 * 1024
 SAMPLE_SECONDS = 0.1
@@ -135,7 +143,8 @@ class MemoryModel:
         self.last_pressure: Pressure | None = None
         self._allocated_until = 0.0
         self._gate = asyncio.Lock()  # the collector: one stop-the-world pause at a time
-        self.gc_seconds = 0.0
+        self.gc_seconds = 0.0  # pauses completed
+        self._pause_started: float | None = None  # the pause running now, if any
         self.pauses = 0
         self.oom = False
 
@@ -233,10 +242,35 @@ class MemoryModel:
         if pause < PAUSE_FLOOR_SECONDS:
             return
         async with self._gate:
-            await self._sleep(pause)
-        self.gc_breaker.record_pause(pause)
-        self.gc_seconds += pause
-        self.pauses += 1
+            self._pause_started = self._clock()
+            try:
+                await self._sleep(pause)
+            finally:
+                self._pause_started = None
+                self.gc_breaker.record_pause(pause)
+                self.gc_seconds += pause
+                self.pauses += 1
+
+    def gc_clock(self) -> float:
+        """Seconds the world has stood still so far (completed pauses and the running one)."""
+        running = self._pause_started
+        return self.gc_seconds + (0.0 if running is None else self._clock() - running)
+
+    async def run_request(self, work: Callable[[], Awaitable[T]]) -> T:
+        """One request under the collector: its own pause, its work, the pauses it sat through.
+
+        Stop-the-world: while a pause runs nothing in the process progresses, so a request is
+        done only once it has also waited out every pause that ran while it was working
+        (pauses keep running meanwhile: with pauses back to back it is never done).
+        """
+        await self.gc_pause()
+        since = self.gc_clock()
+        result = await work()
+        stalled = 0.0
+        while (owed := self.gc_clock() - since - stalled) >= PAUSE_FLOOR_SECONDS:
+            await self._sleep(owed)
+            stalled += owed
+        return result
 
     def admit(self, critical: bool) -> str | None:
         """None to admit a request, else the name of the defense that refuses it."""

@@ -9,6 +9,12 @@ Cells also watch their parent and exit when it dies: no orphans even after a SIG
 exited: a cell that asked for a graceful restart (exit code ``RESTART_EXIT_CODE``) is
 started again at once; any other death (SIGKILL, OOM, crash) leaves the cell dead until
 ``restart_dead()`` (``/admin/reset``, ``/admin/cells/restart``).
+
+Faults injected into a cell outlive a restart of its process: the supervisor keeps each one
+with its deadline (``keep_memory_pressure``, ``keep_fault``) until it expires or is cleared
+(``forget_faults``), and a process started for that cell meanwhile (predictive restart,
+restart of a dead cell) starts with what is left of it. A restart frees what a leak had
+allocated, as it would in a real process, but the leak goes on: it is no cure.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,7 @@ from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.lifecycle import RESTART_EXIT_CODE, events_file, exit_marker
 from chaosemergence.app.settings import SystemSettings
 
-__all__ = ["CellExit", "CellProcess", "Supervisor"]
+__all__ = ["CellExit", "CellProcess", "StandingFault", "Supervisor"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,24 @@ class CellExit:
 
     def as_dict(self) -> dict[str, Any]:
         return {"cell": self.cell, "code": self.code, "reason": self.reason, "at": self.at}
+
+
+@dataclass(frozen=True)
+class StandingFault:
+    """A fault injected into some cells, kept until ``until`` (monotonic) or until cleared.
+
+    ``request`` is the validated request the cells got (a dependency fault, or a memory
+    pressure's ``megabytes_per_second``); a new process gets it with the duration left.
+    """
+
+    cells: tuple[int, ...]
+    request: dict[str, Any]
+    until: float
+
+    def remaining(self, now: float) -> dict[str, Any] | None:
+        """The request with what is left of its duration, or None once it has expired."""
+        left = self.until - now
+        return {**self.request, "duration": left} if left > 0 else None
 
 
 @dataclass
@@ -96,8 +121,16 @@ class Supervisor:
     cell restarted on its own (predictive restart) comes back as it was told to be.
     """
 
-    def __init__(self, settings: SystemSettings, token: str, run_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: SystemSettings,
+        token: str,
+        run_dir: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
+        self._clock = clock
         self._token = token
         self.run_dir = run_dir
         self.cells: list[CellProcess] = []
@@ -107,6 +140,59 @@ class Supervisor:
         self._lock = threading.RLock()
         self.desired_switches: dict[str, bool] = {}
         self.desired_jitter_removed = False
+        # Faults that outlive a restart (guarded by _lock): a cell's memory pressure, and
+        # dependency faults by id.
+        self._memory_pressure: dict[int, StandingFault] = {}
+        self._faults: dict[str, StandingFault] = {}
+
+    # ------------------------------------------------------------ standing faults
+    def keep_memory_pressure(
+        self, index: int, megabytes_per_second: float, duration: float
+    ) -> None:
+        """Remember cell ``index``'s leak (it replaces any earlier one) for its restarts."""
+        request = {"megabytes_per_second": megabytes_per_second}
+        with self._lock:
+            self._memory_pressure[index] = StandingFault(
+                (index,), request, self._clock() + duration
+            )
+
+    def keep_fault(self, fault_id: str, cells: list[int], request: dict[str, Any]) -> None:
+        """Remember a dependency fault (a validated request) of ``cells`` for their restarts."""
+        with self._lock:
+            self._faults[fault_id] = StandingFault(
+                tuple(cells), dict(request), self._clock() + float(request["duration"])
+            )
+
+    def forget_faults(self, fault_id: str | None = None, *, memory: bool = True) -> None:
+        """Forget one dependency fault, or every fault (and, with ``memory``, every leak)."""
+        with self._lock:
+            if fault_id is not None:
+                self._faults.pop(fault_id, None)
+                return
+            self._faults.clear()
+            if memory:
+                self._memory_pressure.clear()
+
+    def standing_faults(self, index: int) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """What a process started now for cell ``index`` must start with.
+
+        (the memory pressure left, or None; the dependency faults left, by id). Expired
+        faults are dropped here.
+        """
+        now = self._clock()
+        with self._lock:
+            pressure = self._memory_pressure.get(index)
+            leak = None if pressure is None else pressure.remaining(now)
+            if pressure is not None and leak is None:
+                del self._memory_pressure[index]
+            faults: dict[str, Any] = {}
+            for fault_id, fault in list(self._faults.items()):
+                left = fault.remaining(now)
+                if left is None:
+                    del self._faults[fault_id]
+                elif index in fault.cells:
+                    faults[fault_id] = left
+        return leak, faults
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +232,11 @@ class Supervisor:
             command += ["--switches", json.dumps(self.desired_switches)]
         if self.desired_jitter_removed:
             command.append("--jitter-removed")
+        leak, faults = self.standing_faults(cell.index)
+        if leak is not None:
+            command += ["--memory-pressure", json.dumps(leak)]
+        if faults:
+            command += ["--faults", json.dumps(faults)]
         exit_marker(self.run_dir, cell.index).unlink(missing_ok=True)
         log = open(self.run_dir / f"cell-{cell.index}.log", "ab")  # noqa: SIM115 - owned by the child
         cell.process = subprocess.Popen(

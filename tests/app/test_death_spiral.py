@@ -7,10 +7,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from chaosemergence.app.settings import SystemSettings
+from chaosemergence.app.supervisor import Supervisor
 from tests.app.helpers import cell_state, events, users_of, wait_for
 from tests.conftest import RunningSystem
 
@@ -95,7 +98,9 @@ def test_guardrail_and_predictive_restart_keep_the_cell_alive(
         time.sleep(0.5)  # traffic reaches the new process
     assert after["last_exit"]["reason"] == "predictive_restart"
     assert after["url"] == before["url"]  # same socket
-    assert after["state"]["memory"]["ballast_bytes"] == 0
+    # The restart freed what had leaked, but the leak goes on in the new process.
+    assert after["state"]["memory"]["pressure"]["megabytes_per_second"] == 32
+    assert 0 < after["state"]["memory"]["pressure"]["remaining_seconds"] < 60
     found = {(e["defense"], e["kind"]) for e in events(system, since) if e["cell"] == LEAKING}
     assert ("memory_guardrail", "activated") in found
     assert ("predictive_restart", "activated") in found
@@ -134,3 +139,107 @@ def test_without_defenses_the_cell_dies_at_its_limit_until_reset(
     assert system.admin("POST", "/admin/reset").json()["restarted"] == [LEAKING]
     assert httpx.get(f"{system.url}/users/{users[0]}/profile", timeout=5).status_code == 200
     assert cell_state(system, LEAKING)["state"]["defenses"]["predictive_restart"] is True
+
+
+def _pressure(system: RunningSystem, cell: int) -> dict[str, float] | None:
+    state = cell_state(system, cell)["state"]
+    return None if state is None else state["memory"]["pressure"]
+
+
+def test_a_leak_outlives_the_restart_of_a_dead_cell_until_it_expires(
+    clean_system: RunningSystem,
+) -> None:
+    """Restarting a cell the leak killed gives the new process what is left of the leak,
+    which kills it again; a reset forgets it."""
+    system = clean_system
+    system.admin("POST", "/admin/defenses", json={"enabled": False, "names": None})
+    since = time.time()
+    answer = system.admin(
+        "POST",
+        f"/admin/cells/{LEAKING}/memory-pressure",
+        json={"megabytes_per_second": 128, "duration": 60},
+    )
+    assert answer.status_code == 201
+    wait_for(
+        lambda: cell_state(system, LEAKING),
+        lambda c: not c["alive"] and (c["last_exit"] or {}).get("at", 0) >= since,
+        20,
+        "the cell dying at its limit",
+    )
+    restarted_at = time.time()
+    assert system.admin("POST", "/admin/cells/restart").json()["restarted"] == [LEAKING]
+    died_again = wait_for(
+        lambda: cell_state(system, LEAKING),
+        lambda c: not c["alive"] and (c["last_exit"] or {}).get("at", 0) >= restarted_at,
+        20,
+        "the restarted cell dying of the same leak",
+    )
+    assert died_again["last_exit"]["reason"] == "oom_killed"
+    assert system.admin("POST", "/admin/reset").json()["restarted"] == [LEAKING]
+    pressure = _pressure(system, LEAKING)
+    assert pressure is None
+    assert cell_state(system, LEAKING)["state"]["memory"]["ballast_bytes"] == 0
+
+
+def test_an_expired_leak_is_not_given_to_a_restarted_cell(clean_system: RunningSystem) -> None:
+    """Once the leak's duration is over, a new process of the cell starts without it."""
+    system = clean_system
+    answer = system.admin(
+        "POST",
+        f"/admin/cells/{LEAKING}/memory-pressure",
+        json={"megabytes_per_second": 8, "duration": 0.5},
+    )
+    assert answer.status_code == 201
+    wait_for(lambda: _pressure(system, LEAKING), lambda p: p is None, 10, "the leak expiring")
+    assert system.admin("POST", f"/admin/cells/{LEAKING}/kill").json()["killed"] is True
+    assert system.admin("POST", "/admin/cells/restart").json()["restarted"] == [LEAKING]
+    state = cell_state(system, LEAKING)["state"]
+    assert state["memory"]["pressure"] is None and state["memory"]["ballast_bytes"] == 0
+
+
+def test_a_dependency_fault_outlives_a_restart_until_cleared(clean_system: RunningSystem) -> None:
+    """A fault injected into a cell is back in its next process with the time it has left,
+    also for a cell that was down when it was injected; once cleared, it is not."""
+    system = clean_system
+    assert system.admin("POST", "/admin/cells/2/kill").json()["killed"] is True
+    answer = system.admin(
+        "POST",
+        "/admin/faults",
+        json={"kind": "timeout", "dependency": "database", "duration": 60, "cells": [LEAKING, 2]},
+    )
+    assert answer.status_code == 201 and answer.json()["cells"] == [LEAKING]
+    fault_id = answer.json()["id"]
+    assert system.admin("POST", f"/admin/cells/{LEAKING}/kill").json()["killed"] is True
+    assert system.admin("POST", "/admin/cells/restart").json()["restarted"] == [LEAKING, 2]
+    for cell in (LEAKING, 2):
+        faults = cell_state(system, cell)["state"]["faults"]
+        assert [(f["id"], f["kind"], f["dependency"]) for f in faults] == [
+            (fault_id, "timeout", "database")
+        ]
+        assert 0 < faults[0]["remaining_seconds"] < 60
+    assert cell_state(system, 0)["state"]["faults"] == []  # not targeted
+    system.admin("DELETE", f"/admin/faults?id={fault_id}")
+    assert system.admin("POST", f"/admin/cells/{LEAKING}/kill").json()["killed"] is True
+    assert system.admin("POST", "/admin/cells/restart").json()["restarted"] == [LEAKING]
+    assert cell_state(system, LEAKING)["state"]["faults"] == []
+
+
+def test_the_supervisor_keeps_faults_with_their_deadline(tmp_path: Path) -> None:
+    """What a new process of a cell gets: the time left of each fault, none once expired."""
+    now = [100.0]
+    supervisor = Supervisor(SystemSettings(cells=3), "token", tmp_path, clock=lambda: now[0])
+    supervisor.keep_memory_pressure(1, 16.0, 30.0)
+    timeout = {"kind": "timeout", "dependency": "database", "percentage": 100.0, "duration": 10.0}
+    supervisor.keep_fault("fault-1", [1, 2], timeout)
+    now[0] += 4
+    assert supervisor.standing_faults(1) == (
+        {"megabytes_per_second": 16.0, "duration": 26.0},
+        {"fault-1": {**timeout, "duration": 6.0}},
+    )
+    assert supervisor.standing_faults(0) == (None, {})
+    now[0] += 6
+    assert supervisor.standing_faults(2) == (None, {})  # the fault expired
+    supervisor.forget_faults("fault-1", memory=False)
+    assert supervisor.standing_faults(1)[0] == {"megabytes_per_second": 16.0, "duration": 20.0}
+    supervisor.forget_faults()
+    assert supervisor.standing_faults(1) == (None, {})

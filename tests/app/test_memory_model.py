@@ -108,6 +108,50 @@ def test_gc_pauses_grow_with_usage_and_are_serialized() -> None:
     assert model.gc_seconds == pytest.approx(slept[0])
 
 
+def test_a_request_waits_out_every_pause_that_ran_while_it_worked() -> None:
+    """Stop-the-world: a request pays its own pause, then the pauses others paid meanwhile."""
+    clock = Clock()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    model = MemoryModel(
+        SystemSettings(cell_memory_limit_mb=32),
+        on_oom=lambda _: None,
+        on_restart=lambda _: None,
+        clock=clock,
+        sleep=sleep,
+    )
+    model.start_pressure(29, 60)
+    _run(model, clock, 1.0)
+    pause = model.pause_seconds()
+    assert pause > 0.1
+
+    async def work() -> str:
+        assert model.gc_clock() == pytest.approx(pause)  # its own pause is behind it
+        await model.gc_pause()  # another request's pause while this one works
+        return "done"
+
+    assert asyncio.run(model.run_request(work)) == "done"
+    # its own pause, the other one's, then the time the world stood still while it worked
+    assert slept == [pytest.approx(pause)] * 3
+    assert model.gc_clock() == pytest.approx(2 * pause) and model.pauses == 2
+
+
+def test_without_memory_pressure_a_request_is_not_delayed() -> None:
+    """No ballast, no pause: run_request is just the work."""
+    clock = Clock()
+    model, _, _, _, slept = _model(clock)
+
+    async def work() -> int:
+        return 7
+
+    assert asyncio.run(model.run_request(work)) == 7
+    assert slept == [] and model.gc_clock() == 0.0
+
+
 def test_requests_in_flight_hold_memory() -> None:
     """Each request in flight counts its working set against the limit."""
     clock = Clock()
