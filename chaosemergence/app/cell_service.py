@@ -212,15 +212,6 @@ class CellService:
         self.coalescing_waiters = 0
         self.requests = 0
         self.retry_policies = {name: self._make_retry_policy(name) for name in self.dependencies}
-        self.shared_budget = RetryBudget(clock=clock, events=self.events)
-        self.shared_policy = RetryPolicy(
-            max_attempts=settings.retry_attempts,
-            backoff=self._jittered,
-            budget=self.shared_budget,
-            retry_on=(DependencyError,),
-            on_attempt=self._on_shared_attempt,
-            naive_delay=0.01,
-        )
         self._noted: dict[str, float] = {}
         self._refreshing: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -233,20 +224,24 @@ class CellService:
                 jitter=self.timer_jitter,
                 naive=self.timers_naive,
                 rng=self.rng,
-                wall_clock=wall_clock,
+                clock=clock,
             )
         ]
         if shared_call is not None:
-            self.jobs.append(
+            # One poller per configuration namespace, each on its own timer and phase; a
+            # failed poll is retried after a short delay until it succeeds.
+            self.jobs.extend(
                 PeriodicJob(
-                    "poll_shared_config",
+                    f"poll_shared_config[{namespace}]",
                     settings.shared_poll_interval_seconds,
                     self._poll_shared_config,
                     jitter=self.timer_jitter,
                     naive=self.timers_naive,
                     rng=self.rng,
-                    wall_clock=wall_clock,
+                    retry_delay=settings.shared_poll_retry_seconds,
+                    clock=clock,
                 )
+                for namespace in range(settings.shared_pollers_per_cell)
             )
         if switches:
             self.set_switches(switches)
@@ -294,10 +289,11 @@ class CellService:
         )
 
     def timers_naive(self) -> bool:
-        """Whether timers and backoffs run on the wall-clock grid, without jitter.
+        """Whether timers and backoffs run without jitter (fixed intervals and delays).
 
-        Removing jitter is the fault; only the jitter defense's response (maximum jitter,
-        then putting it back) undoes it.
+        Removing jitter is the fault; it aligns nothing by itself (every timer keeps its own
+        phase). Only the jitter defense's response (maximum jitter, then putting it back)
+        undoes it.
         """
         return self.jitter_removed and not (self.enabled["jitter"] and self.jitter.maximum)
 
@@ -541,20 +537,21 @@ class CellService:
         with contextlib.suppress(DependencyError, DefenseError):
             await self.call_dependency("recommendations", None)
 
-    def _on_shared_attempt(self, attempt: int) -> None:
-        self.shared["attempts"] += 1
-        if attempt > 1:
-            self.self_calls["retry"] += 1
+    async def _poll_shared_config(self) -> bool:
+        """Periodic job: poll one namespace of the configuration every cell shares.
 
-    async def _poll_shared_config(self) -> None:
-        """Periodic job: poll the configuration every cell shares (through the gateway)."""
+        One attempt through the gateway; the job retries a failure (after its own delay).
+        """
         assert self._shared_call is not None
         self.self_calls["periodic"] += 1
-        self.shared_policy.backoff = self._backoff()
+        self.shared["attempts"] += 1
         try:
-            await self.shared_policy.run(self._shared_call)
-        except (DependencyError, DefenseError):
+            await self._shared_call()
+        except DependencyError:
             self.shared["failures"] += 1
+            self.self_calls["retry"] += 1  # the job tries again after its retry delay
+            return False
+        return True
 
     def on_stampede(self) -> None:
         """Stampede emergency: coalesce every miss, serve stale, prewarm the hottest keys."""
@@ -638,7 +635,7 @@ class CellService:
             breaker.reset()
         for throttle in self.throttles.values():
             throttle.reset()
-        for policy in (*self.retry_policies.values(), self.shared_policy):
+        for policy in self.retry_policies.values():
             policy.reset()
         self.shedder.reset()
         self.jitter.reset()

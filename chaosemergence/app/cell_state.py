@@ -67,8 +67,15 @@ def cell_state(svc: CellService) -> dict[str, Any]:
         },
         "shared_dependency": {
             **svc.shared,
-            "budget": svc.shared_budget.snapshot(),
-            "jobs": {j.name: {"runs": j.runs, "errors": j.errors} for j in svc.jobs},
+            "jobs": {
+                j.name: {
+                    "runs": j.runs,
+                    "errors": j.errors,
+                    "retries": j.retries,
+                    "rephased": j.rephased,
+                }
+                for j in svc.jobs
+            },
         },
         "timers": {"naive": svc.timers_naive(), "jitter": svc.timer_jitter().snapshot()},
     }

@@ -197,6 +197,17 @@ def create_gateway_app(
         metrics.shared_calls.labels(str(cell), answer["result"]).inc()
         return JSONResponse(answer, status_code=status)
 
+    async def config_read(request: Request) -> Response:
+        """A user's read of the shared configuration, served by the gateway's shared host."""
+        home = routing.home(request.path_params["user_id"])
+        started = time.perf_counter()
+        status, answer = await shared.read()
+        outcome = "failure" if status >= 500 else "success"
+        metrics.requests.labels("config", str(home), outcome).inc()
+        metrics.latency.labels("config").observe(time.perf_counter() - started)
+        extra = {"Retry-After": "1"} if status == 503 else {}
+        return JSONResponse(answer, status_code=status, headers=extra)
+
     async def profile(request: Request) -> Response:
         return await forward(request, "profile")
 
@@ -554,6 +565,7 @@ def create_gateway_app(
         Route("/users/{user_id}/profile", profile, methods=["GET"]),
         Route("/users/{user_id}/payments", payments, methods=["POST"]),
         Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),
+        Route("/users/{user_id}/config", config_read, methods=["GET"]),
         Route("/health", health),
         Route("/metrics", metrics_endpoint),
         Route("/targets", targets),

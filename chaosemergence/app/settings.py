@@ -124,6 +124,12 @@ class SystemSettings:
     # committed about 1 s later), so a crash loses acknowledged payments. It exists to
     # prove the lost_writes probe can fail; each cell logs a warning on its first such write.
     unsafe_ack_before_commit: bool = False
+    # Synchronization: each cell runs this many configuration pollers (one per namespace,
+    # each its own timer with its own random phase); a failed poll is retried after a fixed
+    # delay; users' configuration reads through the gateway wait at most this long.
+    shared_pollers_per_cell: int = 1
+    shared_poll_retry_seconds: float = 0.2
+    shared_read_timeout_ms: float = 250.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.cells <= 64:
@@ -175,6 +181,15 @@ class SystemSettings:
             raise ValueError(
                 f"unsafe_ack_before_commit must be a boolean, got {self.unsafe_ack_before_commit!r}"
             )
+        pollers = self.shared_pollers_per_cell
+        if isinstance(pollers, bool) or not isinstance(pollers, int) or not 1 <= pollers <= 64:
+            raise ValueError(
+                f"shared_pollers_per_cell must be an integer in 1..64, got {pollers!r}"
+            )
+        for name in ("shared_poll_retry_seconds", "shared_read_timeout_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
 
     def with_overrides(self, **changes: Any) -> SystemSettings:
         return replace(self, **changes)

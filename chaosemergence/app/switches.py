@@ -45,7 +45,7 @@ def apply_switches(svc: CellService, switches: dict[str, bool]) -> None:
     on = svc.enabled
     for breaker in svc.breakers.values():
         breaker.enabled = on["circuit_breaker"]
-    for policy in (*svc.retry_policies.values(), svc.shared_policy):
+    for policy in svc.retry_policies.values():
         policy.enabled = on["retry_budget"]
     for throttle in svc.throttles.values():
         throttle.enabled = on["adaptive_throttle"]

@@ -1,11 +1,14 @@
 """Synchronization: the dependency every cell shares, and how in step the cells call it.
 
-The gateway hosts one ``SimulatedDependency`` ("shared_config") with its own capacity.
-Every cell's periodic job (and its retries) calls it through ``POST /internal/shared/{cell}``;
-the gateway counts each cell's arrivals per time bucket (``LoadSeries``) and measures the
-largest pairwise correlation of those series: self-generated load, the load jitter can
-move. User traffic is left out. Once a second the gateway pushes the correlation to the
-cells, whose control loops raise jitter when it crosses the danger threshold.
+The gateway hosts one ``SimulatedDependency`` ("shared_config") with its own capacity
+(workers, queue, service time). Every cell's configuration pollers (and their retries) call
+it through ``POST /internal/shared/{cell}``; users read it through ``GET
+/users/{id}/config`` with a shorter deadline of their own (``shared_read_timeout_ms``), so
+they wait in the same queue as the pollers' bursts. The gateway counts each cell's poller
+arrivals per time bucket (``LoadSeries``) and measures the largest pairwise correlation of
+those series: self-generated load, the load jitter can move (users' reads are left out).
+Once a second the gateway pushes the correlation to the cells, whose control loops raise
+jitter when it crosses the danger threshold.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class SharedDependencyHost:
         self.calls: dict[tuple[int, str], int] = {
             (i, r): 0 for i in range(self.cells) for r in RESULTS
         }
+        self.read_timeout = settings.shared_read_timeout_ms / 1000
+        self.reads: dict[str, int] = dict.fromkeys(RESULTS, 0)
         self.last: dict[str, Any] | None = None
 
     async def call(self, cell: int) -> tuple[int, dict[str, Any]]:
@@ -104,6 +109,30 @@ class SharedDependencyHost:
             return self._count(cell, "error", 502, str(error))
         status, body = self._count(cell, "success", 200, "")
         return status, {**body, "latency_ms": (self._wall() - started) * 1000}
+
+    async def read(self) -> tuple[int, dict[str, Any]]:
+        """Serve one user's read of the configuration: (HTTP status, body).
+
+        Same queue as the pollers, a user's deadline; not part of the cells' load series.
+        """
+        started = self._wall()
+        try:
+            await self.dependency.call(self.read_timeout)
+        except DependencyTimeout as error:
+            return self._count_read("timeout", 504, str(error))
+        except DependencyOverloaded as error:
+            return self._count_read("overloaded", 503, str(error))
+        except DependencyError as error:
+            return self._count_read("error", 502, str(error))
+        status, body = self._count_read("success", 200, "")
+        return status, {**body, "latency_ms": (self._wall() - started) * 1000}
+
+    def _count_read(self, result: str, status: int, error: str) -> tuple[int, dict[str, Any]]:
+        self.reads[result] += 1
+        body: dict[str, Any] = {"dependency": SHARED_DEPENDENCY, "result": result}
+        if error:
+            body["error"] = error
+        return status, body
 
     def _count(self, cell: int, result: str, status: int, error: str) -> tuple[int, dict[str, Any]]:
         self.calls[(cell, result)] += 1
@@ -177,6 +206,7 @@ class SharedDependencyHost:
             "in_flight": dep.in_flight,
             "waiting": dep.waiting,
             **vars(dep.stats),
+            "user_reads": dict(self.reads),
             "faults": self.faults.snapshot(),
             "correlation": self.last,
         }

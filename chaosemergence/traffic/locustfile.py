@@ -7,7 +7,8 @@ Configuration comes from the environment (names in ``chaosemergence.traffic.prof
 ``EMERGENCE_SHAPE`` (steady | spike | synchronized), ``EMERGENCE_SEED``,
 ``EMERGENCE_USERS_POPULATION``, ``EMERGENCE_HOT_KEYS``, ``EMERGENCE_HOT_SHARE``,
 ``EMERGENCE_WAIT_MIN`` / ``EMERGENCE_WAIT_MAX``, ``EMERGENCE_SYNC_PERIOD``,
-``EMERGENCE_SPIKE_MULTIPLIER`` / ``EMERGENCE_SPIKE_FRACTION``, ``EMERGENCE_REQUEST_TIMEOUT``.
+``EMERGENCE_SPIKE_MULTIPLIER`` / ``EMERGENCE_SPIKE_FRACTION``, ``EMERGENCE_REQUEST_TIMEOUT``,
+``EMERGENCE_CONFIG_READS`` (weight of reads of the shared configuration; 0: none).
 Users, spawn rate and run time are Locust's own ``-u``, ``-r`` and ``-t``: every shape reads
 them (``use_common_options``), because with a shape class Locust itself only starts the
 ``--run-time`` clock after the shape has finished.
@@ -101,6 +102,18 @@ class EmergenceUser(FastHttpUser):
             name="/users/[id]/recommendations",
             headers=self.load_headers,
         )
+
+    def config(self) -> None:
+        """Read the configuration every cell shares (served by the gateway)."""
+        self.client.get(
+            f"/users/{self._any_user()}/config",
+            name="/users/[id]/config",
+            headers=self.load_headers,
+        )
+
+    # Only experiments that ask for configuration reads send any (EMERGENCE_CONFIG_READS).
+    if CONFIG.config_reads > 0:
+        config = task(CONFIG.config_reads)(config)
 
 
 def _common_options(shape: LoadTestShape) -> tuple[int, float, float]:

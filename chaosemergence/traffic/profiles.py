@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "ENV_CONFIG_READS",
     "ENV_DEADLINE",
     "ENV_HOT_KEYS",
     "ENV_HOT_SHARE",
@@ -53,6 +54,7 @@ ENV_SPIKE_FRACTION = "EMERGENCE_SPIKE_FRACTION"
 ENV_REQUEST_TIMEOUT = "EMERGENCE_REQUEST_TIMEOUT"
 ENV_DEADLINE = "EMERGENCE_DEADLINE"
 ENV_READY_FILE = "EMERGENCE_READY_FILE"
+ENV_CONFIG_READS = "EMERGENCE_CONFIG_READS"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class LoadConfig:
     request_timeout: float = 10.0
     deadline: float | None = None
     ready_file: str | None = None
+    config_reads: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LoadConfig:
@@ -119,6 +122,7 @@ class LoadConfig:
             request_timeout=number(ENV_REQUEST_TIMEOUT, defaults.request_timeout),
             deadline=float(deadline_raw) if deadline_raw else None,
             ready_file=env.get(ENV_READY_FILE) or None,
+            config_reads=max(0, integer(ENV_CONFIG_READS, defaults.config_reads)),
         )
 
 

@@ -177,6 +177,9 @@ class TrafficSpec:
     spike_multiplier: float = 4.0
     spike_fraction: float = 1 / 3
     request_timeout: float = 10.0
+    # Weight of users' reads of the shared configuration (GET /users/{id}/config) against
+    # profile 6, recommendations 3 and payments 1; 0 (the default) sends none.
+    config_reads: int = 0
 
     def __post_init__(self) -> None:
         _check_target_url(self.target_url)
@@ -197,6 +200,7 @@ class TrafficSpec:
         _check_number("spike_multiplier", self.spike_multiplier, low=1, high=1000)
         _check_number("spike_fraction", self.spike_fraction, above=0, high=1)
         _check_number("request_timeout", self.request_timeout, above=0, high=600)
+        _check_int("config_reads", self.config_reads, 0, 100)
 
     @property
     def run_time_s(self) -> int:
@@ -576,6 +580,7 @@ def _environment(spec: TrafficSpec, deadline: float, ready_file: Path) -> dict[s
             profiles.ENV_SPIKE_MULTIPLIER: repr(float(spec.spike_multiplier)),
             profiles.ENV_SPIKE_FRACTION: repr(float(spec.spike_fraction)),
             profiles.ENV_REQUEST_TIMEOUT: repr(float(spec.request_timeout)),
+            profiles.ENV_CONFIG_READS: str(spec.config_reads),
             profiles.ENV_DEADLINE: repr(deadline),
             profiles.ENV_READY_FILE: str(ready_file),
             "PYTHONUNBUFFERED": "1",
