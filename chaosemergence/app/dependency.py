@@ -3,7 +3,8 @@
 It behaves like a real server so that failure patterns emerge instead of being scripted:
 latency grows with load (queueing), and a call whose caller has already timed out keeps its
 worker busy until done ("wasted work"), which is what closes the retry-storm and metastable
-loops. Faults are drawn per call from the cell's FaultTable.
+loops; with `serve_abandoned` false, a worker drops such a call when it reaches it (a deadline
+check at dequeue) instead. Faults are drawn per call from the cell's FaultTable.
 """
 
 from __future__ import annotations
