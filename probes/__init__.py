@@ -2,7 +2,9 @@
 
 Windowed probes read the services' own metrics by default (`/admin/increase`, the same
 increase over a window that Prometheus' `increase()` gives); with `prometheus_url`
-configured, `latency_percentile` and `query_prometheus` ask Prometheus instead.
+configured, they ask Prometheus instead (`increase()` over the emergence_* counters and
+histogram buckets; `latency_percentile` its own `histogram_quantile` query), as does
+`query_prometheus`.
 """
 
 import logging
@@ -16,7 +18,7 @@ from chaoslib.types import Configuration, Secrets
 from chaosemergence.activity import check_cells, check_names, check_number
 from chaosemergence.client import AdminClient
 from chaosemergence.measure import bucket_counts, histogram_quantile, samples_total
-from chaosemergence.prometheus import query_scalar
+from chaosemergence.prometheus import increase_samples, query_scalar
 from chaosemergence.settings import (
     BASELINE_KEY,
     BASELINE_WINDOW_KEY,
@@ -59,8 +61,13 @@ OPTIONAL_ROUTES = ("recommendations",)
 def _increase(
     window: float, configuration: Configuration, secrets: Secrets
 ) -> list[dict[str, Any]]:
+    """Every counter and histogram series' growth over the last `window` s: from Prometheus
+    when `prometheus_url` is configured, otherwise from the services' own window."""
     seconds = check_number("window", window, 0, 900, low_open=True)
-    answer = AdminClient.from_chaos(configuration, secrets).get(
+    settings = ExtensionSettings.from_chaos(configuration, secrets)
+    if settings.prometheus_url:
+        return increase_samples(settings.prometheus_url, seconds, settings.timeout)
+    answer = AdminClient(settings).get(
         "/admin/increase", what="read metrics window", params={"seconds": seconds}
     )
     samples: list[dict[str, Any]] = answer["samples"]

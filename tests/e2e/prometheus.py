@@ -1,7 +1,13 @@
-"""A real Prometheus server (Debian's binary) on 127.0.0.1 with its own temporary storage."""
+"""A real Prometheus server (Debian's binary) on 127.0.0.1 with its own temporary storage.
+
+It scrapes every second either a fixed list of targets or, as the weekly run does
+(.ci/weekly.sh), whatever the gateway's `/targets` lists (`http_sd_configs`, refreshed every
+second, so a system that starts after Prometheus is found).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +29,23 @@ class PrometheusServer:
         result: list[dict[str, object]] = answer["data"]["result"]
         return result
 
+    def up(self) -> dict[str, str]:
+        """Each scraped target's `up` value, by instance."""
+        return {
+            str(r["metric"]["instance"]): str(r["value"][1])  # type: ignore[index]
+            for r in self.query("up")
+        }
+
+    def queries_answered(self) -> float:
+        """How many instant queries this server has answered (its own request counter)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("prometheus_http_requests_total{")
+            and 'handler="/api/v1/query"' in line
+        )
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -42,14 +65,36 @@ def prometheus_binary() -> str:
     return binary
 
 
-def start_prometheus(workdir: Path, port: int, targets: list[str]) -> PrometheusServer:
-    """Scrape `targets` every second; return once every target is up (up == 1)."""
-    config = workdir / "prometheus.yml"
-    config.write_text(
+def scrape_config(targets: list[str] | None = None, http_sd: str | None = None) -> str:
+    """prometheus.yml scraping `targets`, or the targets `http_sd` (a /targets URL) lists."""
+    if (targets is None) == (http_sd is None):
+        raise ValueError("give either targets or http_sd")
+    if http_sd is not None:
+        discovery = (
+            f"    http_sd_configs:\n      - url: {json.dumps(http_sd)}\n"
+            "        refresh_interval: 1s\n"
+        )
+    else:
+        discovery = f"    static_configs:\n      - targets: {json.dumps(targets)}\n"
+    return (
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: chaosemergence\n    static_configs:\n"
-        f"      - targets: {targets!r}\n"
+        "scrape_configs:\n  - job_name: chaosemergence\n" + discovery
     )
+
+
+def start_prometheus(
+    workdir: Path,
+    port: int,
+    targets: list[str] | None = None,
+    *,
+    http_sd: str | None = None,
+    expect_up: int | None = None,
+) -> PrometheusServer:
+    """Scrape `targets` (or what `http_sd` lists) every second; return once `expect_up`
+    targets (default: every one of `targets`; 0: none, just ready) are up (up == 1)."""
+    wanted = len(targets or []) if expect_up is None else expect_up
+    config = workdir / "prometheus.yml"
+    config.write_text(scrape_config(targets, http_sd))
     process = subprocess.Popen(
         [
             prometheus_binary(),
@@ -66,9 +111,13 @@ def start_prometheus(workdir: Path, port: int, targets: list[str]) -> Prometheus
     while time.monotonic() < deadline:
         assert process.poll() is None, (workdir / "prometheus.log").read_text()[-2000:]
         try:
-            up = server.query("up")
-            if len(up) == len(targets) and all(r["value"][1] == "1" for r in up):  # type: ignore[index]
-                return server
+            if wanted == 0:
+                if httpx.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
+                    return server
+            else:
+                up = server.up()
+                if len(up) >= wanted and all(value == "1" for value in up.values()):
+                    return server
         except (httpx.HTTPError, KeyError, ValueError):
             pass
         time.sleep(0.5)
