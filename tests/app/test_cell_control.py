@@ -152,7 +152,7 @@ def test_synchronization_restores_removed_jitter(service: CellService, clock: Cl
 def test_with_the_jitter_defense_off_timers_stay_aligned(
     service: CellService, clock: Clock
 ) -> None:
-    """Switched off, jitter does not come back: the naive wall-clock timers stay."""
+    """Switched off, jitter does not come back: the timers stay naive (fixed intervals)."""
     service.set_defenses(False, ["jitter"])
     service.set_jitter(False)
     service.control.set_correlation(0.95)
@@ -165,7 +165,7 @@ def test_with_the_jitter_defense_off_timers_stay_aligned(
 
 
 def test_defenses_off_keep_plain_jitter_until_it_is_removed(service: CellService) -> None:
-    """Without the jitter defense, timers keep their plain jitter; removing it aligns them."""
+    """Without the jitter defense, timers keep their plain jitter; removing it makes them naive."""
     service.set_defenses(False, None)
     assert not service.timers_naive() and service.timer_jitter() is service.base_jitter
     service.set_jitter(False)

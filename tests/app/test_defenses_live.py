@@ -7,13 +7,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from chaosemergence.app.cell_service import DEFENSES
-from tests.app.helpers import cell_state, events, users_of, wait_for
-from tests.conftest import RunningSystem
+from tests.app.helpers import cell_state, events, start_configured, users_of, wait_for
+from tests.conftest import RunningSystem, stop_system
 
 Request = Callable[[httpx.Client, int], httpx.Response]
 
@@ -109,8 +110,8 @@ def test_a_shared_fault_reaches_every_cell(clean_system: RunningSystem) -> None:
     assert clean_system.admin("DELETE", "/admin/faults").json()["cleared"] >= 1
 
 
-def _cells(system: RunningSystem) -> list[dict[str, object]]:
-    cells: list[dict[str, object]] = system.admin("GET", "/admin/state").json()["cells"]
+def _cells(system: RunningSystem) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = system.admin("GET", "/admin/state").json()["cells"]
     return cells
 
 
@@ -247,33 +248,77 @@ def test_stampede_protection_after_a_cache_flush(
         assert found == []
 
 
-def _correlation(system: RunningSystem, window: float = 10) -> float:
+def _correlation(system: RunningSystem, window: float = 8) -> float:
     value: float = system.admin("GET", f"/admin/correlation?window={window}").json()["correlation"]
     return value
 
 
-def test_correlation_breaking(clean_system: RunningSystem) -> None:
-    """Jitter removed: with the jitter defense off the cells fall in step (correlation >= 0.9);
-    switched on, the control loops re-add jitter and the correlation falls below 0.3."""
-    system = clean_system
-    assert _correlation(system) < 0.5
+# The synchronization experiment's shared dependency and pollers (experiments/synchronization).
+SYNC_SETTINGS: dict[str, object] = {
+    "shared_pollers_per_cell": 8,
+    "shared_poll_interval_seconds": 2.0,
+    "shared_poll_retry_seconds": 0.2,
+    "shared_read_timeout_ms": 100,
+    "shared_dependency": {
+        "concurrency": 2,
+        "queue_limit": 16,
+        "service_time_ms": 30,
+        "call_timeout_ms": 1000,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def sync_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    running = start_configured(tmp_path_factory.mktemp("sync"), SYNC_SETTINGS, cells=4)
+    yield running
+    stop_system(running)
+
+
+def _config_reads_failing(system: RunningSystem, seconds: float) -> float:
+    """Share of users' configuration reads that failed: one every 100 ms for `seconds`."""
+    failed = sent = 0
+    with httpx.Client(timeout=5) as client:
+        for i in range(int(seconds / 0.1)):
+            due = time.monotonic() + 0.1
+            failed += client.get(f"{system.url}/users/u{i}/config").status_code >= 500
+            sent += 1
+            time.sleep(max(0.0, due - time.monotonic()))
+    return failed / sent
+
+
+def test_correlation_breaking(sync_system: RunningSystem) -> None:
+    """No jitter alone aligns nothing; an outage of the shared dependency does, for good, and
+    users' configuration reads fail behind the aligned peaks; the jitter defense, switched
+    on, rephases every timer and the correlation falls below 0.3."""
+    system = sync_system
     assert system.admin("GET", "/admin/correlation?window=0").status_code == 400
     removed_at = time.time()
     system.admin("POST", "/admin/defenses", json={"enabled": False, "names": ["jitter"]})
     system.admin("POST", "/admin/jitter", json={"enabled": False})
-    wait_for(lambda: _correlation(system), lambda c: c >= 0.9, 20, "correlation >= 0.9")
-    reading = system.admin("GET", "/admin/correlation?window=10").json()
-    assert reading["level"] == "critical" and len(reading["pair"]) == 2
-    # Peak load far above its mean (6-8x when the machine is quiet, 4.8x seen under a full
-    # suite's load); the jittered level below is what it must be compared with.
-    assert reading["phase_peak_to_mean"] >= 4.0
+    time.sleep(8)  # four periods of naive timers: each keeps its own phase
+    assert _correlation(system) < 0.5
+    calm = _config_reads_failing(system, 6)
+    assert calm <= 0.05, calm
+    system.admin(
+        "POST",
+        "/admin/faults",
+        json={"kind": "error", "percentage": 100, "duration": 3, "dependency": "shared_config"},
+    )
+    wait_for(lambda: _correlation(system), lambda c: c >= 0.75, 20, "correlation >= 0.75")
+    aligned = _config_reads_failing(system, 8)
+    assert aligned >= 0.1 and aligned > 3 * calm, (aligned, calm)
+    # Still in step, long after the outage: nothing moves fixed timers apart.
+    reading = system.admin("GET", "/admin/correlation?window=6").json()
+    assert reading["correlation"] >= 0.75 and reading["peak_to_mean"] >= 8.0, reading
     assert events(system, removed_at, "jitter") == []  # nobody re-adds it when off
     since = time.time()
     system.admin("POST", "/admin/defenses", json={"enabled": True, "names": ["jitter"]})
-    wait_for(lambda: _correlation(system), lambda c: c < 0.3, 25, "correlation < 0.3")
+    wait_for(lambda: _correlation(system, 6), lambda c: c < 0.3, 30, "correlation < 0.3")
     activated = {e["cell"] for e in events(system, since, "jitter") if e["kind"] == "activated"}
     assert activated == set(range(system.cells))
     state = cell_state(system, 0)["state"]
     assert state["jitter_removed"] is False and state["jitter_restored_by"]
-    jittered = system.admin("GET", "/admin/correlation?window=10").json()
-    assert jittered["phase_peak_to_mean"] < reading["phase_peak_to_mean"], (jittered, reading)
+    jobs = state["shared_dependency"]["jobs"]
+    assert all(job["rephased"] >= 1 for name, job in jobs.items() if name.startswith("poll_"))
+    assert _config_reads_failing(system, 6) <= 0.05

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from chaosemergence.app.settings import SystemSettings
+from chaosemergence.app.settings import DependencySettings, SystemSettings
 from chaosemergence.app.sync import SharedDependencyHost, peak_to_mean
 
 
@@ -44,7 +44,7 @@ def _timeline(host: SharedDependencyHost, clock: Clock, offsets: list[float], se
 
 
 def test_aligned_cells_correlate_fully_and_peak() -> None:
-    """Cells calling on the same wall-clock grid: correlation 1, load in one phase bucket."""
+    """Cells calling at the same instants: correlation 1, load in one phase bucket."""
     clock = Clock()
     host = _host(clock)
     _timeline(host, clock, [0.0, 0.0, 0.0], 12)
@@ -108,3 +108,29 @@ def test_peak_to_mean() -> None:
     assert peak_to_mean([0, 4, 0, 0]) == 4.0
     assert peak_to_mean([1, 1, 1]) == 1.0
     assert peak_to_mean([0, 0]) == 0.0
+
+
+def test_users_reads_wait_in_the_pollers_queue_but_are_not_their_load() -> None:
+    """A user's read shares the dependency's queue, gives up at its own (shorter) deadline,
+    and is left out of the cells' load series."""
+    settings = SystemSettings(cells=2, shared_read_timeout_ms=100).with_overrides(
+        shared_dependency=DependencySettings(
+            concurrency=1, queue_limit=8, service_time_ms=60, service_time_cv=0.1
+        )
+    )
+    host = SharedDependencyHost(settings, rng=random.Random(1))
+
+    async def scenario() -> tuple[int, int, int]:
+        poll = asyncio.create_task(host.call(0))
+        await asyncio.sleep(0)  # the poll holds the only worker
+        behind, _ = await host.read()  # 60 ms behind the poll + 60 ms: past its deadline
+        polled, _ = await poll
+        alone, _ = await host.read()  # a read alone does not wait
+        await host.dependency.aclose()
+        return polled, behind, alone
+
+    polled, behind, alone = asyncio.run(scenario())
+    assert (polled, behind, alone) == (200, 504, 200)
+    assert host.reads["timeout"] == 1 and host.reads["success"] == 1
+    assert host.calls[(0, "success")] == 1
+    assert sum(sum(s.series()[1]) for s in host._long.values()) == 1  # only the poll

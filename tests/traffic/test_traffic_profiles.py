@@ -71,3 +71,11 @@ def test_load_config_reads_the_environment_and_rejects_garbage() -> None:
         LoadConfig.from_env({profiles.ENV_SHAPE: "sawtooth"})
     with pytest.raises(ValueError, match=profiles.ENV_SEED):
         LoadConfig.from_env({profiles.ENV_SEED: "1.5"})
+
+
+def test_configuration_reads_are_off_unless_asked_for() -> None:
+    """Only an experiment that asks for users' configuration reads sends any."""
+    assert LoadConfig.from_env({}).config_reads == 0
+    assert LoadConfig.from_env({profiles.ENV_CONFIG_READS: "8"}).config_reads == 8
+    with pytest.raises(ValueError, match=profiles.ENV_CONFIG_READS):
+        LoadConfig.from_env({profiles.ENV_CONFIG_READS: "two"})
