@@ -137,7 +137,11 @@ def _jitter(enabled: bool, configuration: Configuration, secrets: Secrets) -> di
 def remove_all_jitter(
     configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
-    """Remove the jitter from every periodic timer and retry backoff (the cells fall in step)."""
+    """Remove the jitter from every periodic timer and retry delay (the fault).
+
+    It aligns nothing by itself: every timer keeps its own phase. Cells fall in step only
+    when a common event (an outage of the dependency they share) makes them retry together.
+    """
     return _jitter(False, configuration, secrets)
 
 
