@@ -43,6 +43,7 @@ __all__ = [
     "metastable_state",
     "query_prometheus",
     "retry_amplification",
+    "route_failure_radius",
     "service_correlation",
 ]
 
@@ -716,3 +717,25 @@ def dependency_work(
         "queue_depth": sum(queues.values()),
         "queue_by_cell": queues,
     }
+
+
+def route_failure_radius(
+    route: str = "payments",
+    window: float = 30,
+    min_requests: int = MIN_REQUESTS,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
+    """Percentage of one route's user requests that failed in the last `window` seconds.
+
+    The same count as `measure_failure_radius` (errors, and sheds on critical and core
+    paths), for `route` only: e.g. whether payments, the critical path, kept being served
+    while other work was shed. Fails when the window holds fewer than `min_requests` of them.
+    """
+    if route not in (*USER_CRITICAL_ROUTES, *OPTIONAL_ROUTES):
+        known = ", ".join((*USER_CRITICAL_ROUTES, *OPTIONAL_ROUTES))
+        raise ActivityFailed(f"route must be one of {known}, got {route!r}")
+    minimum = check_number("min_requests", min_requests, 1, 1e9)
+    samples = _increase(window, configuration, secrets)
+    _require_requests("route_failure_radius", samples, window, minimum, route=route)
+    return _percent_failed(samples, route=route)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from chaoslib.exceptions import ActivityFailed
 
+import probes
 from chaosemergence.app.settings import SystemSettings
 from chaosemergence.app.supervisor import Supervisor
 from tests.app.helpers import cell_state, events, users_of, wait_for
@@ -243,3 +245,30 @@ def test_the_supervisor_keeps_faults_with_their_deadline(tmp_path: Path) -> None
     assert supervisor.standing_faults(1)[0] == {"megabytes_per_second": 16.0, "duration": 20.0}
     supervisor.forget_faults()
     assert supervisor.standing_faults(1) == (None, {})
+
+
+def test_route_failure_radius_measures_one_route(clean_system: RunningSystem) -> None:
+    """Payments' failure radius: 0 while their cell serves them, most of them once it is dead;
+    a route it does not know, or too few requests, fail the probe."""
+    system = clean_system
+    users = users_of(system.cells, LEAKING, 4, "route")
+    with Traffic(system, users):
+        time.sleep(3.0)
+    served = probes.route_failure_radius(
+        "payments", window=3, min_requests=10, configuration=system.configuration
+    )
+    assert served == 0.0
+    system.admin("POST", f"/admin/cells/{LEAKING}/kill")
+    time.sleep(1.0)  # the window no longer holds the payments that were served
+    with Traffic(system, users):
+        time.sleep(3.0)
+    failed = probes.route_failure_radius(
+        "payments", window=2, min_requests=10, configuration=system.configuration
+    )
+    assert failed == 100.0
+    with pytest.raises(ActivityFailed, match="route must be one of"):
+        probes.route_failure_radius("checkout", configuration=system.configuration)
+    with pytest.raises(ActivityFailed, match="min_requests"):
+        probes.route_failure_radius(
+            "payments", window=2, min_requests=10_000, configuration=system.configuration
+        )
