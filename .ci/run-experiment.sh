@@ -16,10 +16,16 @@
 # results/ in the repository); chaostoolkit-<experiment>-<mode>.log and
 # run-<experiment>-<mode>.json (the profile, read by `python -m chaosemergence.report`) go
 # beside it. `chaos` exits 0 on a failed action or a failed *before* hypothesis, so the run is
-# judged by its journal (`python -m chaosemergence.verdict`): the exit status is 0 only when the
-# journal exists, its status is `completed`, it did not deviate, both steady states were met and
-# every activity succeeded. Exit 2: usage error or no journal written; 1: verdict NOT OK.
+# judged by its journal, as that mode of the three verdicts
+# (`python -m chaosemergence.verdict --mode MODE`): exit 0 only when the journal exists and
+#   on   held (completed, not deviated, both steady states met, every activity succeeded)
+#        and its `check_defense_activation` succeeded;
+#   off  deviated on a harm probe (p99, failure radius, goodput, cells down, lost writes...)
+#        after a hypothesis that held before the method;
+#   cut  held (the activation check may fail: the defenses are off).
+# Exit 1: the mode's verdict is wrong; 2: usage error or no journal written.
 # VENV (default .venv in the repository) selects the environment whose `chaos` runs.
+# .ci/weekly.sh runs this once per mode with a real Prometheus and collects the artifacts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,4 +90,4 @@ if [[ ! -s "$journal" ]]; then
   echo "no journal written at $journal (chaos exited $status)" >&2
   exit 2
 fi
-exec "$venv/bin/python" -m chaosemergence.verdict "$journal"
+exec "$venv/bin/python" -m chaosemergence.verdict --mode "$mode" "$journal"
