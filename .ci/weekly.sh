@@ -125,8 +125,8 @@ EOF
       fail_setup "prometheus exited at start (is port $prometheus_port free?)"
     fi
     ((waited += 1))
-    [[ $waited -le 120 ]] || fail_setup "prometheus not ready after 60 s"
-    sleep 0.5
+    [[ $waited -le 300 ]] || fail_setup "prometheus not ready after 60 s"
+    sleep 0.2
   done
 }
 
