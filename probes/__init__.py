@@ -30,6 +30,7 @@ __all__ = [
     "cache_hit_rate",
     "check_defense_activation",
     "coalescing_ratio",
+    "computations_per_key",
     "defense_state",
     "dependency_work",
     "failure_radius_by_cell",
@@ -739,3 +740,42 @@ def route_failure_radius(
     samples = _increase(window, configuration, secrets)
     _require_requests("route_failure_radius", samples, window, minimum, route=route)
     return _percent_failed(samples, route=route)
+
+
+def computations_per_key(
+    window: float = 30,
+    min_keys: int = 1,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
+    """Backend computations per distinct cache key missed in the last `window` seconds.
+
+    A thundering herd's size, and evidence that can differ between modes: about 1 when the
+    concurrent misses of one key share one computation (request coalescing; below 1 when
+    prewarming computed some keys first), as many as there were concurrent misses when every
+    miss recomputes. Computations count the ones users' misses started (prewarming apart);
+    a key counts once until a value is stored for it again. Fails when fewer than `min_keys`
+    distinct keys were missed in the window: there was no herd to measure.
+    """
+    seconds = check_number("window", window, 0, 900, low_open=True)
+    minimum = check_number("min_keys", min_keys, 1, 1e9)
+    samples = _increase(seconds, configuration, secrets)
+    keys = samples_total(samples, "emergence_cache_missed_keys_total")
+    computations = samples_total(samples, "emergence_backend_computations_total")
+    if keys < minimum:
+        raise ActivityFailed(
+            f"computations_per_key: {keys:.0f} distinct key(s) missed in the last {seconds:g} s, "
+            f"fewer than min_keys={minimum:.0f}: no herd to measure"
+        )
+    misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
+    prewarmed = samples_total(samples, "emergence_prewarm_computations_total")
+    logger.info(
+        "computations_per_key: %.0f computations for %.0f distinct keys missed (%.0f misses, "
+        "%.0f prewarm computations) in the last %g s",
+        computations,
+        keys,
+        misses,
+        prewarmed,
+        seconds,
+    )
+    return round(computations / keys, 3)

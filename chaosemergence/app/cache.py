@@ -4,6 +4,11 @@ Every lookup feeds a ``HotKeyTracker`` (exponentially decaying counts), which na
 keys to prewarm after an invalidation and the "hot set" whose hit rate the control loop
 watches. Expired entries are kept until they are overwritten or invalidated, so a cell in
 stampede emergency can serve them stale while one refresh runs.
+
+``missed_keys`` counts distinct keys missed: a key counts once from its first miss until a
+value is stored for it again, however many requests miss it meanwhile. Backend computations
+divided by its increase is how many times each missed key was computed (a herd's signature:
+about one with request coalescing, as many as there were concurrent misses without).
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class Cache:
         self.stale = 0
         self.hot_hits = 0  # lookups of hot keys answered fresh (or stale)
         self.hot_misses = 0
+        self.missed_keys = 0  # distinct keys missed (once per key until it is stored again)
+        self._cold: set[str] = set()  # keys missed since they were last stored
 
     def lookup(self, key: str, *, allow_stale: bool = False) -> tuple[Entry | None, Lookup]:
         """Return the entry and whether it was a fresh hit, a stale read or a miss."""
@@ -73,6 +80,9 @@ class Cache:
             return entry, "stale"
         self.misses += 1
         self.hot_misses += hot
+        if key not in self._cold:
+            self._cold.add(key)
+            self.missed_keys += 1
         return None, "miss"
 
     def is_fresh(self, key: str) -> bool:
@@ -84,15 +94,22 @@ class Cache:
         """Store ``value``; ``delta`` is how many seconds it took to compute (for XFetch)."""
         now = self._clock()
         self._entries[key] = Entry(value, now, now + self.ttl, max(0.0, delta))
+        self._cold.discard(key)
 
     def invalidate(self) -> int:
         removed = len(self._entries)
         self._entries.clear()
+        self._cold.clear()  # every key missed from now on starts a new count
         return removed
 
-    def hottest(self, count: int) -> list[str]:
-        """The ``count`` most requested keys lately, hottest first."""
-        return self.tracker.hottest(count)
+    def hottest(self, count: int, min_rate: float = 0.0) -> list[str]:
+        """The ``count`` most requested keys lately, hottest first, asked >= ``min_rate`` times.
+
+        ``min_rate`` is a decayed request count: keys asked about once lately (the long tail)
+        are left out with ``min_rate`` above 1.
+        """
+        keys = self.tracker.hottest(count)
+        return [k for k in keys if self.tracker.rate(k) >= min_rate] if min_rate else keys
 
     def refresh_hot_set(self) -> frozenset[str]:
         """Recompute the hot set (called once a second by the control loop)."""

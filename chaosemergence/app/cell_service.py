@@ -64,7 +64,16 @@ __all__ = ["DEFENSES", "CellService", "Reply"]
 
 logger = logging.getLogger("chaosemergence.cell")
 
+# Prewarming after an invalidation: at most PREWARM_KEYS of the hottest keys, and only keys
+# asked about at least PREWARM_MIN_RATE times lately (a decayed count: the long tail asked
+# once is not worth a database call), recomputed PREWARM_CONCURRENCY at a time, hottest
+# first. Prewarming goes through the same capacity-limited database as users' misses: all at
+# once, it would be a herd of its own.
 PREWARM_KEYS = 20
+PREWARM_MIN_RATE = 2.0
+PREWARM_CONCURRENCY = 2
+# How long a caller waits for a computation it shares: at least this, and at least as long
+# as one computation may take (see CellService.coalesce_timeout).
 COALESCE_TIMEOUT = 2.0
 THROTTLE_WINDOW_SECONDS = 10.0
 # Coalescing and early refreshes happen per request: one event per burst, not per request.
@@ -157,6 +166,19 @@ class CellService:
             for name in self.dependencies
         }
         self.coalescer = SingleFlight("request_coalescing")
+        # A waiter that gave up before the computation could have failed would turn a slow
+        # refill into an error: wait as long as every database call of one computation may
+        # take, retries included.
+        database = settings.dependencies.get("database")
+        self.coalesce_timeout = max(
+            COALESCE_TIMEOUT,
+            0.0
+            if database is None
+            else settings.profile_queries
+            * settings.retry_attempts
+            * database.call_timeout_ms
+            / 1000,
+        )
         self._jittered = FullJitterBackoff(base=0.02, cap=0.2, rng=self.rng)
         self._unjittered = ExponentialBackoff(base=0.02, cap=0.2)
         # Timers' plain jitter (what /admin/jitter removes and restores), and the jitter
@@ -404,7 +426,7 @@ class CellService:
                     self._note("request_coalescing", "concurrent misses shared one computation")
                 self.coalescing_waiters += 1
                 try:
-                    profile = await self.coalescer.do(key, compute, timeout=COALESCE_TIMEOUT)
+                    profile = await self.coalescer.do(key, compute, timeout=self.coalesce_timeout)
                 finally:
                     self.coalescing_waiters -= 1
             else:
@@ -414,9 +436,14 @@ class CellService:
         return Reply(200, {**profile, "cell": self.index, "cache": "miss"})
 
     async def _load_profile(self, user_id: str) -> dict[str, str]:
-        """One backend computation: the database call, the read, then the cache fill."""
+        """One backend computation: the database round trips, the read, then the cache fill.
+
+        A profile takes ``settings.profile_queries`` database calls, one after the other:
+        each waits in the database's queue behind whatever arrived meanwhile.
+        """
         started = self._clock()
-        await self.call_dependency("database", None)
+        for _ in range(self.settings.profile_queries):
+            await self.call_dependency("database", None)
         profile = await self.store.read_profile(user_id)
         # The time it took is XFetch's delta: slow values are refreshed earlier.
         self.cache.put(f"profile:{user_id}", profile, self._clock() - started)
@@ -432,7 +459,7 @@ class CellService:
             try:
                 with contextlib.suppress(DependencyError, DefenseError, TimeoutError):
                     await self.coalescer.do(
-                        key, lambda: self._load_profile(user_id), timeout=COALESCE_TIMEOUT
+                        key, lambda: self._load_profile(user_id), timeout=self.coalesce_timeout
                     )
             finally:
                 self._refreshing.discard(key)
@@ -440,30 +467,49 @@ class CellService:
         self.spawn(refresh())
 
     async def _prewarm(self, key: str) -> None:
-        # Through the coalescer: users who miss meanwhile wait for this computation.
+        """Recompute ``key`` unless it is fresh again (a user's miss may have filled it)."""
+        if self.cache.is_fresh(key):
+            return
         user_id = key.split(":", 1)[1]
-        self.prewarm_computations += 1
+
+        async def compute() -> dict[str, str]:
+            self.prewarm_computations += 1
+            return await self._load_profile(user_id)
+
+        # Through the coalescer: users who miss meanwhile wait for this computation, and a
+        # computation a user's miss already started is joined rather than repeated.
         if self.enabled["request_coalescing"]:
-            await self.coalescer.do(
-                key, lambda: self._load_profile(user_id), timeout=COALESCE_TIMEOUT
-            )
+            await self.coalescer.do(key, compute, timeout=self.coalesce_timeout)
         else:
-            await self._load_profile(user_id)
+            await compute()
 
     async def prewarm(self, keys: Iterable[str], reason: str) -> int:
-        """Recompute ``keys`` now (when cache prewarming is on); returns how many succeeded."""
+        """Recompute ``keys`` (when cache prewarming is on), PREWARM_CONCURRENCY at a time.
+
+        Returns how many are warm afterwards (recomputed, or found fresh again).
+        """
         chosen = list(keys)
         if not self.enabled["cache_prewarming"] or not chosen:
             return 0
         self.events.record(
             "cache_prewarming", "activated", f"{reason}: prewarming {len(chosen)} hot keys"
         )
-        results = await asyncio.gather(*(self._prewarm(k) for k in chosen), return_exceptions=True)
+        gate = asyncio.Semaphore(PREWARM_CONCURRENCY)
+
+        async def one(key: str) -> None:
+            async with gate:
+                await self._prewarm(key)
+
+        results = await asyncio.gather(*(one(k) for k in chosen), return_exceptions=True)
         return sum(1 for r in results if not isinstance(r, BaseException))
+
+    def prewarm_candidates(self) -> list[str]:
+        """The keys worth prewarming: the hottest ones, hottest first (PREWARM_* above)."""
+        return self.cache.hottest(PREWARM_KEYS, PREWARM_MIN_RATE)
 
     async def prewarm_hottest(self, reason: str) -> int:
         """Prewarm the hottest keys that are not cached (or no longer fresh)."""
-        missing = [k for k in self.cache.hottest(PREWARM_KEYS) if not self.cache.is_fresh(k)]
+        missing = [k for k in self.prewarm_candidates() if not self.cache.is_fresh(k)]
         return await self.prewarm(missing, reason)
 
     async def _pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
@@ -603,7 +649,7 @@ class CellService:
         return fault.as_dict(self._clock())
 
     async def invalidate_cache(self) -> dict[str, Any]:
-        hottest = self.cache.hottest(PREWARM_KEYS)
+        hottest = self.prewarm_candidates()
         removed = self.cache.invalidate()
         prewarmed = await self.prewarm(hottest, "cache invalidated")
         return {"removed": removed, "prewarmed": prewarmed}

@@ -194,6 +194,13 @@ class CellCollector(Collector):
         cache.add_metric([label, "miss"], cell.cache.misses)
         cache.add_metric([label, "stale"], cell.cache.stale)
         yield cache
+        missed_keys = CounterMetricFamily(
+            "emergence_cache_missed_keys",
+            "Distinct profile keys missed (once per key until a value is stored for it again).",
+            labels=["cell"],
+        )
+        missed_keys.add_metric([label], cell.cache.missed_keys)
+        yield missed_keys
         early = CounterMetricFamily(
             "emergence_early_refreshes",
             "Cached profiles refreshed before expiry by probabilistic early expiration.",

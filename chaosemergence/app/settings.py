@@ -124,6 +124,9 @@ class SystemSettings:
     # committed about 1 s later), so a crash loses acknowledged payments. It exists to
     # prove the lost_writes probe can fail; each cell logs a warning on its first such write.
     unsafe_ack_before_commit: bool = False
+    # Thundering herd: database round trips one profile computation (a cache fill) makes,
+    # one after the other (the user row, then what the profile aggregates).
+    profile_queries: int = 1
     # Synchronization: each cell runs this many configuration pollers (one per namespace,
     # each its own timer with its own random phase); a failed poll is retried after a fixed
     # delay; users' configuration reads through the gateway wait at most this long.
@@ -180,6 +183,14 @@ class SystemSettings:
         if not isinstance(self.unsafe_ack_before_commit, bool):
             raise ValueError(
                 f"unsafe_ack_before_commit must be a boolean, got {self.unsafe_ack_before_commit!r}"
+            )
+        if (
+            isinstance(self.profile_queries, bool)
+            or not isinstance(self.profile_queries, int)
+            or not 1 <= self.profile_queries <= 10
+        ):
+            raise ValueError(
+                f"profile_queries must be an integer in 1..10, got {self.profile_queries!r}"
             )
         pollers = self.shared_pollers_per_cell
         if isinstance(pollers, bool) or not isinstance(pollers, int) or not 1 <= pollers <= 64:

@@ -60,3 +60,34 @@ def test_hot_keys_are_the_ones_asked_often_lately() -> None:
     cache.lookup("hot")
     assert cache.hot_misses == 1
     assert not cache.is_fresh("hot")
+
+
+def test_a_missed_key_counts_once_until_it_is_stored_again() -> None:
+    """missed_keys counts distinct keys missed: repeated misses of one cold key count once;
+    once stored it is warm, and after an invalidation a miss counts it again."""
+    clock = Clock()
+    cache = Cache(10.0, clock=clock)
+    for _ in range(5):
+        cache.lookup("a")
+    cache.lookup("b")
+    assert (cache.misses, cache.missed_keys) == (6, 2)
+    cache.put("a", 1)
+    cache.lookup("a")
+    assert cache.missed_keys == 2
+    clock.now += 11  # expired: a miss again, a new count
+    cache.lookup("a")
+    assert cache.missed_keys == 3
+    cache.invalidate()
+    cache.lookup("b")  # still cold since its first miss, but the invalidation starts afresh
+    assert cache.missed_keys == 4
+
+
+def test_hottest_can_leave_the_long_tail_out() -> None:
+    """hottest(n, min_rate) keeps only keys asked about at least min_rate times lately."""
+    clock = Clock()
+    cache = Cache(60.0, clock=clock)
+    for _ in range(3):
+        cache.lookup("hot")
+    cache.lookup("once")
+    assert cache.hottest(5) == ["hot", "once"]
+    assert cache.hottest(5, min_rate=2.0) == ["hot"]
