@@ -198,7 +198,7 @@ def set_defenses(
     switch = parse_switch("enabled", enabled)
     answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
         "/admin/defenses",
-        what="switch defenses " + ("on" if enabled else "off"),
+        what="switch defenses " + ("on" if switch else "off"),
         json={"enabled": switch, "names": check_names(names)},
     )
     return {"enabled": switch, "names": answer["names"]}

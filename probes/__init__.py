@@ -28,14 +28,17 @@ from chaosemergence.settings import (
 
 __all__ = [
     "cache_hit_rate",
+    "cells_down",
     "check_defense_activation",
     "coalescing_ratio",
     "computations_per_key",
     "defense_state",
     "dependency_work",
+    "emergence_figures",
     "failure_radius_by_cell",
     "failure_radius_outside",
     "goodput",
+    "goodput_ratio",
     "latency_growth",
     "latency_percentile",
     "lost_writes",
@@ -43,9 +46,11 @@ __all__ = [
     "memory_spiral",
     "metastable_state",
     "query_prometheus",
+    "recovery_seconds",
     "retry_amplification",
     "route_failure_radius",
     "service_correlation",
+    "shared_load_peak_to_mean",
 ]
 
 logger = logging.getLogger("chaostoolkit")
