@@ -87,6 +87,8 @@ def runs(
     return futures
 
 
+# The first test's setup runs every selected experiment (about 12 minutes for all of them).
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("experiment", experiments())
 def test_three_verdicts(
