@@ -70,10 +70,10 @@ def judge(mode: str, journal: dict[str, Any]) -> tuple[bool, str]:
     if mode == "on":
         checks = [r for r in journal.get("run", []) if _func(r) == ACTIVATION_PROBE]
         activated = bool(checks) and all(r.get("status") == "succeeded" for r in checks)
-        if not checks:
-            return False, "no check_defense_activation in the method: activation unproven"
         if not held:
             return False, "did not hold with the defenses on"
+        if not checks:
+            return False, "no check_defense_activation in the method: activation unproven"
         return activated, "held, and its defenses activated" if activated else "not activated"
     states = journal.get("steady_states") or {}
     before = (states.get("before") or {}).get("steady_state_met")

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from chaosemergence.verdict import MODES, judge
+from chaosemergence.verdict import MODES, judge, summarize
 from tests.conftest import free_port
-from tests.e2e.chaosrun import ROOT, probe_outputs, run_experiment
+from tests.e2e.chaosrun import ROOT, run_experiment
 
 pytestmark = pytest.mark.e2e
 
@@ -98,8 +98,7 @@ def test_three_verdicts(
     journal = runs[(experiment, mode)].result()
     context = journal["_output"]
     ok, why = judge(mode, journal)
-    after = probe_outputs(journal, "after") if journal["steady_states"].get("after") else None
-    assert ok, (why, after, context)
+    assert ok, "\n".join([f"{experiment} {mode}: {why}", *summarize(journal)[1], context])
     assert journal["_stopped"], f"the reference system outlived the run\n{context}"
     assert all(r["status"] == "succeeded" for r in journal["rollbacks"]), context
     if mode == "on":
