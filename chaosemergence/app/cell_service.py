@@ -72,9 +72,6 @@ logger = logging.getLogger("chaosemergence.cell")
 PREWARM_KEYS = 20
 PREWARM_MIN_RATE = 2.0
 PREWARM_CONCURRENCY = 2
-# How long a caller waits for a computation it shares: at least this, and at least as long
-# as one computation may take (see CellService.coalesce_timeout).
-COALESCE_TIMEOUT = 2.0
 THROTTLE_WINDOW_SECONDS = 10.0
 # Coalescing and early refreshes happen per request: one event per burst, not per request.
 NOTE_EVERY_SECONDS = 5.0
@@ -170,8 +167,10 @@ class CellService:
         # refill into an error: wait as long as every database call of one computation may
         # take, retries included.
         database = settings.dependencies.get("database")
+        # How long a caller waits for a computation it shares: the configured wait, and at
+        # least as long as one computation may take.
         self.coalesce_timeout = max(
-            COALESCE_TIMEOUT,
+            settings.coalesce_timeout_seconds,
             0.0
             if database is None
             else settings.profile_queries

@@ -96,6 +96,9 @@ class SystemSettings:
     # Staged recovery from a metastable state (the seed uses 30 s steps; see decisions.md).
     recovery_pause_seconds: float = 2.0
     recovery_step_seconds: float = 1.5  # 2 s + 7 steps: traffic fully back in 12.5 s
+    # How long a caller waits for a computation it shares (request coalescing), at least:
+    # the seed's 10 s in the weekly profile; never less than one computation may take.
+    coalesce_timeout_seconds: float = 2.0
     # Death spiral: each cell's memory limit (ballast + request working set), its GC model
     # and guardrails.
     cell_memory_limit_mb: float = 256.0
@@ -158,6 +161,7 @@ class SystemSettings:
             "xfetch_beta",
             "recovery_pause_seconds",
             "recovery_step_seconds",
+            "coalesce_timeout_seconds",
             "cell_memory_limit_mb",
             "gc_pause_max_ms",
             "restart_horizon_seconds",

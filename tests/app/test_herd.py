@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from chaosemergence.app.cell_service import (
-    COALESCE_TIMEOUT,
     PREWARM_CONCURRENCY,
     PREWARM_KEYS,
     CellService,
@@ -36,6 +35,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
         prewarming: bool = True,
         profile_queries: int = 1,
         retry_attempts: int = 1,
+        coalesce_timeout_seconds: float = 2.0,
         **database: Any,
     ) -> CellService:
         deps = dict(SystemSettings().dependencies)
@@ -49,7 +49,10 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
             }
         )
         settings = SystemSettings(
-            dependencies=deps, profile_queries=profile_queries, retry_attempts=retry_attempts
+            dependencies=deps,
+            profile_queries=profile_queries,
+            retry_attempts=retry_attempts,
+            coalesce_timeout_seconds=coalesce_timeout_seconds,
         )
         svc = CellService(len(made), settings, tmp_path / f"cell-{len(made)}.sqlite3")
         svc.set_switches({"request_coalescing": coalescing, "cache_prewarming": prewarming})
@@ -169,7 +172,8 @@ async def test_prewarming_at_most_prewarm_keys(make: Make) -> None:
 
 async def test_a_waiter_waits_as_long_as_one_computation_may_take(make: Make) -> None:
     """The coalescing timeout covers every database call of a computation, retries included."""
-    assert (await make()).coalesce_timeout == COALESCE_TIMEOUT
+    assert (await make()).coalesce_timeout == 2.0
+    assert (await make(coalesce_timeout_seconds=10.0)).coalesce_timeout == 10.0  # the seed's
     slow = await make(profile_queries=3, retry_attempts=2, call_timeout_ms=1000.0)
     assert slow.coalesce_timeout == 6.0
 
