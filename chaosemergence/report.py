@@ -58,7 +58,8 @@ MECHANISM_KEYS = {
 }
 # emergence_figures entries that are mechanism evidence, shown when a method has no
 # mechanism probe of its own.
-FIGURES_MECHANISM = ("retry_amplification", "coalescing_ratio")
+# (Not the coalescing ratio: computations / misses is 1 by definition without coalescing.)
+FIGURES_MECHANISM = ("retry_amplification",)
 DICT_ENTRIES = 3
 # "chaoslib.exceptions.ActivityFailed: " (repeated when chaoslib re-raises): dropped from cells.
 EXCEPTION_PREFIX = re.compile(r"^(?:[\w.]*(?:Error|Failed|Exception|Exit): )+")
