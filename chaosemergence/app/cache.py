@@ -85,6 +85,10 @@ class Cache:
             self.missed_keys += 1
         return None, "miss"
 
+    def peek(self, key: str) -> Entry | None:
+        """The entry held for ``key``, expired or not (a peek: counts nothing)."""
+        return self._entries.get(key)
+
     def is_fresh(self, key: str) -> bool:
         """Whether ``key`` holds an unexpired value (a peek: counts nothing)."""
         entry = self._entries.get(key)

@@ -60,6 +60,14 @@ async def json_body(request: Request) -> dict[str, Any]:
     return data
 
 
+def _share(body: dict[str, Any], name: str) -> float:
+    """``body[name]`` as a number in [0, 1], or ValueError naming it."""
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def _bad_request(error: ValueError) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=400)
 
@@ -150,13 +158,22 @@ def create_cell_app(
     async def signals(request: Request) -> Response:
         try:
             body = await json_body(request)
-            value = body.get("correlation")
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ValueError(f"correlation must be a number in [0, 1], got {value!r}")
+            value = _share(body, "correlation")
+            unhealthy = _share(body, "unhealthy_cells") if "unhealthy_cells" in body else None
         except ValueError as error:
             return _bad_request(error)
-        service.control.set_correlation(float(value))
-        return JSONResponse({"correlation": float(value)})
+        service.control.set_correlation(value, unhealthy)
+        return JSONResponse({"correlation": value, "unhealthy_cells": unhealthy})
+
+    async def resume(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            reason = body.get("reason", "resumed by an operator (admin API)")
+            if not isinstance(reason, str) or not 1 <= len(reason) <= 200:
+                raise ValueError("reason must be a string of 1-200 characters")
+        except ValueError as error:
+            return _bad_request(error)
+        return SafeJSONResponse(service.resume_recovery(reason))
 
     async def metastable(_: Request) -> Response:
         return SafeJSONResponse(service.metastable())
@@ -210,6 +227,7 @@ def create_cell_app(
         Route("/admin/memory-pressure", memory_pressure, methods=["POST"]),
         Route("/admin/signals", signals, methods=["POST"]),
         Route("/admin/metastable", metastable),
+        Route("/admin/metastable/resume", resume, methods=["POST"]),
         Route("/admin/state", state),
         Route("/admin/events", events),
         Route("/admin/increase", increase),

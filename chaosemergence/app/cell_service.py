@@ -6,10 +6,12 @@ runtime; switched off, the cell behaves like a naive service (plain fixed-interv
 no fallback, no coalescing, unjittered timers, no shedding, no guardrails) so
 negative-control experiments can watch the failure loops close.
 
-A user request goes: admission (``app/admission.py``: staged recovery, memory guardrail,
-GC breaker, load shedder) -> GC pauses (``app/memory.py``) -> handler -> dependency call
-(breaker -> adaptive throttle -> retry policy with budget -> simulated dependency).
-Once a second ``app/control.py`` measures the cell and ticks the ControlLoop.
+A user request goes: admission (``app/admission.py``: the cell's boundary, staged recovery,
+memory guardrail, GC breaker, load shedder) -> GC pauses (``app/memory.py``) -> handler ->
+dependency call (breaker -> adaptive throttle -> retry policy with budget -> simulated
+dependency). Every call that leaves the cell goes through a circuit breaker: its three
+dependencies (the database included) and the shared-config poll. Once a second
+``app/control.py`` measures the cell and ticks the ControlLoop.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosemergence.app.admission import Admission
+from chaosemergence.app.boundary import CellBoundary
 from chaosemergence.app.cache import Cache
 from chaosemergence.app.capacity import CellCapacity, CellOverloaded
 from chaosemergence.app.cell_state import cell_state
@@ -45,6 +48,7 @@ from chaosemergence.defenses import (
     BreakerConfig,
     BreakerState,
     CircuitBreaker,
+    CircuitOpenError,
     ComplexityBudget,
     DefenseError,
     EventLog,
@@ -77,6 +81,14 @@ THROTTLE_WINDOW_SECONDS = 10.0
 NOTE_EVERY_SECONDS = 5.0
 EVENT_HISTORY = 2000
 POPULAR = {"items": ["popular-1", "popular-2", "popular-3"], "degraded": True}
+# The breaker on the poll of the configuration every cell shares (hosted by the gateway).
+SHARED_BREAKER = "shared_config"
+# The seed's coalescer: when the cells' load correlates above 0.5, a computation starts after
+# a random 0-100 ms, so synchronized misses do not reach the database in the same instant.
+PRECOMPUTE_JITTER_CORRELATION = 0.5
+PRECOMPUTE_JITTER_SECONDS = 0.1
+# A breaker trip: a breaker entering one of these states.
+TRIP_STATES = (BreakerState.OPEN, BreakerState.EMERGENCY)
 
 
 @dataclass(frozen=True)
@@ -113,8 +125,10 @@ class CellService:
         switches: dict[str, bool] | None = None,
         jitter_removed: bool = False,
         recorder: MetricsRecorder = NULL_RECORDER,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.index = index
+        self._sleep = sleep
         self.settings = settings
         # The cell's own worker pool (0 workers = unlimited): what failover can overload.
         self.capacity = CellCapacity(
@@ -149,6 +163,20 @@ class CellService:
             )
             for name in self.dependencies
         }
+        # The shared-config poll leaves the cell too: its own breaker (not a dependency of
+        # user requests, so kept apart from `breakers`).
+        self.shared_breaker: CircuitBreaker | None = (
+            CircuitBreaker(
+                f"cell{index}.{SHARED_BREAKER}", BreakerConfig(), clock=clock, events=self.events
+            )
+            if shared_call is not None
+            else None
+        )
+        # Trips (a breaker entering OPEN or EMERGENCY), per breaker and state: their own
+        # events (`breaker_trip`) and counter.
+        self.breaker_trips: dict[tuple[str, str], int] = {}
+        for name, breaker in self.named_breakers().items():
+            breaker.add_listener(self._trip_listener(name))
         self.budgets = {
             name: RetryBudget(clock=clock, events=self.events) for name in self.dependencies
         }
@@ -212,8 +240,9 @@ class CellService:
             events=self.events,
         )
         self.meter = CellMeter(clock=clock)
+        self.boundary = CellBoundary(index, settings.cells, events=self.events)
         self.control = CellControl(self, clock=clock, events=self.events)
-        self.admission = Admission(self.control.recovery, self.memory, self.shedder)
+        self.admission = Admission(self.control.recovery, self.memory, self.shedder, self.boundary)
         self.enabled: dict[str, bool] = dict.fromkeys(DEFENSES, True)
         self.jitter_removed = jitter_removed
         self.jitter_restored_by: str | None = None
@@ -225,12 +254,16 @@ class CellService:
         self.fallbacks: dict[str, int] = dict.fromkeys(self.dependencies, 0)
         self.throttled: dict[str, int] = dict.fromkeys(self.dependencies, 0)
         self.self_calls: dict[str, int] = {"periodic": 0, "retry": 0}
-        self.shared = {"attempts": 0, "failures": 0}
+        self.shared = {"attempts": 0, "failures": 0, "rejected": 0}
         self.computations = 0
         self.prewarm_computations = 0
         self.early_refreshes = 0
         self.coalesced = 0
         self.coalescing_waiters = 0
+        self.stale_fallbacks = 0  # profiles served stale because the database path failed
+        self.precompute_jitter_delays = 0
+        self.precompute_jitter_seconds = 0.0
+        self.model_kept = 0  # periodic refreshes answered by the breaker's fallback
         self.requests = 0
         self.retry_policies = {name: self._make_retry_policy(name) for name in self.dependencies}
         self._noted: dict[str, float] = {}
@@ -309,6 +342,38 @@ class CellService:
             naive_delay=0.01,
         )
 
+    def named_breakers(self) -> dict[str, CircuitBreaker]:
+        """Every breaker on the cell's boundaries, by what it guards."""
+        named = dict(self.breakers)
+        if self.shared_breaker is not None:
+            named[SHARED_BREAKER] = self.shared_breaker
+        return named
+
+    def all_breakers(self) -> list[CircuitBreaker]:
+        return list(self.named_breakers().values())
+
+    def _trip_listener(
+        self, name: str
+    ) -> Callable[[CircuitBreaker, BreakerState, BreakerState, str], None]:
+        def tripped(
+            breaker: CircuitBreaker, old: BreakerState, new: BreakerState, reason: str
+        ) -> None:
+            if new not in TRIP_STATES:
+                return
+            key = (name, new.value)
+            self.breaker_trips[key] = self.breaker_trips.get(key, 0) + 1
+            self.events.record(
+                "breaker_trip",
+                "activated",
+                f"{breaker.name} tripped {old.value} -> {new.value}: {reason}",
+                breaker=breaker.name,
+                boundary=name,
+                state=new.value,
+                previous=old.value,
+            )
+
+        return tripped
+
     def timers_naive(self) -> bool:
         """Whether timers and backoffs run without jitter (fixed intervals and delays).
 
@@ -331,7 +396,13 @@ class CellService:
     async def call_dependency(
         self, name: str, fallback: Callable[[], Awaitable[dict[str, Any]]] | None
     ) -> dict[str, Any] | None:
-        """Call a dependency: breaker -> adaptive throttle -> retries; None means success."""
+        """Call a dependency: breaker -> adaptive throttle -> retries; None means success.
+
+        Every call goes through the dependency's breaker while ``circuit_breaker`` is on.
+        With a ``fallback``, a failed or rejected call answers with it (what it returns);
+        without one, the breaker still counts the call and rejects it with
+        ``CircuitOpenError`` while open (the caller decides what to serve instead).
+        """
         dependency = self.dependencies[name]
         policy = self.retry_policies[name]
         policy.backoff = self._backoff()
@@ -346,7 +417,7 @@ class CellService:
             return None
 
         breaker = self.breakers[name]
-        if not breaker.enabled or fallback is None:
+        if not breaker.enabled:
             try:
                 return await operation()
             except LoadShedError:
@@ -354,10 +425,13 @@ class CellService:
                     raise
                 self.fallbacks[name] += 1
                 return await fallback()
+        if fallback is None:
+            return await breaker.call(operation)
+        serve = fallback
 
         async def on_fallback(_error: BaseException | None) -> dict[str, Any] | None:
             self.fallbacks[name] += 1
-            return await fallback()
+            return await serve()
 
         return await breaker.call(operation, on_fallback)
 
@@ -365,7 +439,8 @@ class CellService:
     async def handle(self, route: str, user_id: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
         """Admit (or refuse) one user request, pay the GC pause, run it, measure it."""
         self.requests += 1
-        refusal = self.admission.check(route)
+        foreign = self.boundary.arrive(user_id)
+        refusal = self.admission.check(route, foreign=foreign)
         if refusal is not None:
             self.meter.refused(user_id)
             body = {"error": refusal.reason, "shed_by": refusal.defense, "cell": self.index}
@@ -431,8 +506,27 @@ class CellService:
             else:
                 profile = await compute()
         except (DependencyError, DefenseError, TimeoutError) as error:
+            stale = self._stale_fallback(key)
+            if stale is not None:
+                return stale
             return Reply(503, {"error": f"profile unavailable: {error}", "cell": self.index}, 1)
         return Reply(200, {**profile, "cell": self.index, "cache": "miss"})
+
+    def _stale_fallback(self, key: str) -> Reply | None:
+        """The database breaker's fallback: the expired value still cached, if any.
+
+        Only while ``circuit_breaker`` is on (off, a failed computation is an error, as in a
+        naive service). After an invalidation nothing is left to serve.
+        """
+        database = self.breakers.get("database")
+        if database is None or not database.enabled:
+            return None
+        entry = self.cache.peek(key)
+        if entry is None:
+            return None
+        self.stale_fallbacks += 1
+        self._note("circuit_breaker", "database path failing: served expired profiles stale")
+        return Reply(200, {**entry.value, "cell": self.index, "cache": "stale"})
 
     async def _load_profile(self, user_id: str) -> dict[str, str]:
         """One backend computation: the database round trips, the read, then the cache fill.
@@ -440,6 +534,7 @@ class CellService:
         A profile takes ``settings.profile_queries`` database calls, one after the other:
         each waits in the database's queue behind whatever arrived meanwhile.
         """
+        await self._precompute_jitter()
         started = self._clock()
         for _ in range(self.settings.profile_queries):
             await self.call_dependency("database", None)
@@ -447,6 +542,23 @@ class CellService:
         # The time it took is XFetch's delta: slow values are refreshed earlier.
         self.cache.put(f"profile:{user_id}", profile, self._clock() - started)
         return profile
+
+    async def _precompute_jitter(self) -> None:
+        """The seed's coalescer jitter: 0-100 ms before a computation while correlation > 0.5."""
+        if not self.enabled["precompute_jitter"]:
+            return
+        correlation = self.control.fresh_correlation()
+        if correlation <= PRECOMPUTE_JITTER_CORRELATION:
+            return
+        delay = self.rng.uniform(0.0, PRECOMPUTE_JITTER_SECONDS)
+        self.precompute_jitter_delays += 1
+        self.precompute_jitter_seconds += delay
+        self._note(
+            "precompute_jitter",
+            f"correlation {correlation:.2f} > {PRECOMPUTE_JITTER_CORRELATION}: computations "
+            f"start after 0-{PRECOMPUTE_JITTER_SECONDS * 1000:.0f} ms of jitter",
+        )
+        await self._sleep(delay)
 
     def _refresh_in_background(self, key: str, user_id: str) -> None:
         """Recompute ``key`` once (coalesced) while callers keep getting the cached value."""
@@ -577,26 +689,48 @@ class CellService:
 
     # -------------------------------------------------------- background work
     async def _refresh_recommendations(self) -> None:
-        """Periodic job: refresh the recommendation model (self-generated load, local)."""
+        """Periodic job: refresh the recommendation model (self-generated load, local).
+
+        Through the recommendations breaker; its fallback keeps the model the cell has.
+        """
         self.self_calls["periodic"] += 1
+
+        async def keep_model() -> dict[str, Any]:
+            self.model_kept += 1
+            return {"model": "kept"}
+
         with contextlib.suppress(DependencyError, DefenseError):
-            await self.call_dependency("recommendations", None)
+            await self.call_dependency("recommendations", keep_model)
 
     async def _poll_shared_config(self) -> bool:
         """Periodic job: poll one namespace of the configuration every cell shares.
 
-        One attempt through the gateway; the job retries a failure (after its own delay).
+        One attempt through the gateway, behind the shared-config breaker; the job retries a
+        failure (after its own delay). A poll the open breaker rejects is a failed poll that
+        cost the shared dependency nothing: the cell keeps the configuration it has and the
+        job tries again after its retry delay.
         """
         assert self._shared_call is not None
         self.self_calls["periodic"] += 1
-        self.shared["attempts"] += 1
+        breaker = self.shared_breaker
         try:
-            await self._shared_call()
+            if breaker is not None and breaker.enabled:
+                await breaker.call(self._shared_attempt)
+            else:
+                await self._shared_attempt()
+        except CircuitOpenError:
+            self.shared["rejected"] += 1
+            return False
         except DependencyError:
             self.shared["failures"] += 1
             self.self_calls["retry"] += 1  # the job tries again after its retry delay
             return False
         return True
+
+    async def _shared_attempt(self) -> None:
+        assert self._shared_call is not None
+        self.shared["attempts"] += 1
+        await self._shared_call()
 
     def on_stampede(self) -> None:
         """Stampede emergency: coalesce every miss, serve stale, prewarm the hottest keys."""
@@ -608,7 +742,7 @@ class CellService:
 
     def reset_connections(self) -> None:
         """Start every dependency client afresh: breakers closed, throttles and budgets cleared."""
-        for breaker in self.breakers.values():
+        for breaker in self.all_breakers():
             breaker.reset()
         for throttle in self.throttles.values():
             throttle.reset()
@@ -676,8 +810,9 @@ class CellService:
         self.set_switches(dict.fromkeys(DEFENSES, True))
         self.jitter_removed = False
         self.jitter_restored_by = None
-        for breaker in self.breakers.values():
+        for breaker in self.all_breakers():
             breaker.reset()
+        self.boundary.reset()
         for throttle in self.throttles.values():
             throttle.reset()
         for policy in self.retry_policies.values():
@@ -701,6 +836,13 @@ class CellService:
         earlier = [e for e in self.previous_events if e["at"] >= since]
         return earlier + [e.as_dict() for e in self.events.since(since)]
 
+    def resume_recovery(self, reason: str) -> dict[str, Any]:
+        """An operator's answer to a recovery that asked for manual intervention."""
+        resumed = self.control.recovery.resume(reason)
+        if resumed:
+            self.control.restart_measurement()
+        return {"cell": self.index, "resumed": resumed, **self.metastable()}
+
     def metastable(self) -> dict[str, Any]:
         condition = self.control.metastable.condition
         return {
@@ -713,4 +855,4 @@ class CellService:
         return cell_state(self)
 
     def breaker_states(self) -> dict[str, BreakerState]:
-        return {name: b.state for name, b in self.breakers.items()}
+        return {name: b.state for name, b in self.named_breakers().items()}

@@ -22,7 +22,8 @@ def cell_state(svc: CellService) -> dict[str, Any]:
         "jitter_removed": svc.jitter_removed,
         "jitter_restored_by": svc.jitter_restored_by,
         "faults": svc.faults.snapshot(),
-        "breakers": {name: b.snapshot() for name, b in svc.breakers.items()},
+        "breakers": {name: b.snapshot() for name, b in svc.named_breakers().items()},
+        "breaker_trips": {f"{name}:{state}": n for (name, state), n in svc.breaker_trips.items()},
         "retry_budgets": {name: b.snapshot() for name, b in svc.budgets.items()},
         "throttles": {name: t.snapshot() for name, t in svc.throttles.items()},
         "dependencies": {
@@ -46,6 +47,18 @@ def cell_state(svc: CellService) -> dict[str, Any]:
             "prewarm_computations": svc.prewarm_computations,
             "coalesced": svc.coalesced,
             "waiting": svc.coalescing_waiters,
+            "stale_fallbacks": svc.stale_fallbacks,
+        },
+        "precompute_jitter": {
+            "enabled": svc.enabled["precompute_jitter"],
+            "delays": svc.precompute_jitter_delays,
+            "seconds": svc.precompute_jitter_seconds,
+            "correlation": control.fresh_correlation(),
+        },
+        "boundary_reinforcement": {
+            **svc.boundary.snapshot(),
+            "isolation_score": control.isolation,
+            "cascade_risk": control.cascade_risk,
         },
         "early_expiration": {**svc.xfetch.snapshot(), "refreshes": svc.early_refreshes},
         "stampede_protection": control.stampede.snapshot(),
@@ -67,6 +80,7 @@ def cell_state(svc: CellService) -> dict[str, Any]:
         },
         "shared_dependency": {
             **svc.shared,
+            "model_kept": svc.model_kept,
             "jobs": {
                 j.name: {
                     "runs": j.runs,

@@ -15,7 +15,14 @@ Measurement choices (see docs/decisions.md):
   whichever is higher;
 - the cache hit rate is that of the hot keys, so a long tail of one-off users does not read
   as a cold cache;
-- ``correlation`` is the last value the gateway pushed (stale after a few seconds).
+- ``correlation`` is the last value the gateway pushed (stale after a few seconds), and so
+  is ``unhealthy_cells`` (the share of cells whose process is down);
+- the cell's isolation score is the seed's ``1 - cross-cell / total`` over its arrivals:
+  requests for users homed in another cell crossed a boundary (the gateway failed them
+  over); ``cascade_risk`` is the seed's ``0.6 x cross-cell + 0.4 x shared resources``, where
+  cross-cell is ``1 - isolation`` and shared resources the share of the cell's calls to the
+  dependency every cell shares (the configuration poll) that failed: a shared resource
+  failing under every cell at once is how trouble crosses cell boundaries without traffic.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from chaosemergence.defenses import (
     RecoveryAction,
     StagedRecovery,
     StampedeDetector,
+    cascade_risk,
+    isolation_score,
 )
 
 if TYPE_CHECKING:
@@ -165,6 +174,8 @@ class CellControl:
         )
         self.stampede = StampedeDetector(events=events)
         self.loop = ControlLoop(
+            # The breakers of user requests' dependencies: the shared-config poll's breaker
+            # trips on failures only (its synchronization answer is the jitter defense's).
             breakers=service.breakers.values(),
             shedder=service.shedder,
             jitters=[service.jitter],
@@ -172,6 +183,7 @@ class CellControl:
             recovery=self.recovery,
             stampede=self.stampede,
             on_alert=self._alert,
+            on_reinforce=self._reinforce,
             on_pattern=self._pattern,
             clock=clock,
             events=events,
@@ -179,6 +191,9 @@ class CellControl:
         # Event loop only.
         self.correlation = 0.0
         self._correlation_at = -math.inf
+        self.unhealthy_cells = 0.0
+        self.isolation = 1.0
+        self.cascade_risk = 0.0
         self.alerts: deque[dict[str, Any]] = deque(maxlen=20)
         self.actions: dict[str, int] = {a.value: 0 for a in RecoveryAction}
         self.last_inputs: LoopInputs | None = None
@@ -188,12 +203,20 @@ class CellControl:
         self._prev_retry_rate = 0.0
 
     # ----------------------------------------------------------------- signals
-    def set_correlation(self, value: float) -> None:
-        """The gateway's latest max pairwise correlation of the cells' self-generated load."""
+    def set_correlation(self, value: float, unhealthy_cells: float | None = None) -> None:
+        """The gateway's latest max pairwise correlation of the cells' self-generated load
+        (and, when given, the share of cells that are down)."""
         self.correlation = value
+        if unhealthy_cells is not None:
+            self.unhealthy_cells = unhealthy_cells
         self._correlation_at = self._clock()
 
-    def _fresh_correlation(self) -> float:
+    def signals_fresh(self) -> bool:
+        """Whether the gateway's last push is recent."""
+        return self._clock() - self._correlation_at <= CORRELATION_TTL_SECONDS
+
+    def fresh_correlation(self) -> float:
+        """The gateway's last correlation, or 0 when it is stale."""
         if self._clock() - self._correlation_at > CORRELATION_TTL_SECONDS:
             return 0.0
         return self.correlation
@@ -215,6 +238,13 @@ class CellControl:
             name: self._delta(f"first:{name}", svc.first_attempts[name])
             for name in svc.dependencies
         }
+        arrivals = self._delta("arrivals", svc.boundary.arrivals)
+        foreign = self._delta("foreign", svc.boundary.foreign_arrivals)
+        shared_calls = self._delta("shared_calls", svc.shared["attempts"])
+        shared_failed = self._delta("shared_failed", svc.shared["failures"])
+        self.isolation = isolation_score(foreign, arrivals)
+        shared_failing = shared_failed / shared_calls if shared_calls else 0.0
+        self.cascade_risk = cascade_risk(1.0 - self.isolation, shared_failing)
         hot_hits = self._delta("hot_hits", svc.cache.hot_hits)
         hot_misses = self._delta("hot_misses", svc.cache.hot_misses)
         retry_rate = retries / attempts if attempts else 0.0
@@ -238,7 +268,7 @@ class CellControl:
             error_rate=reading.errors / reading.served if reading.served else 0.0,
             retry_rate=retry_rate,
             retry_growth=growth,
-            correlation=self._fresh_correlation(),
+            correlation=self.fresh_correlation(),
             cache_hit_rate=hot_hits / hot_lookups if hot_lookups else 1.0,
             request_rate=request_rate,
             waiters=svc.coalescing_waiters,
@@ -246,6 +276,8 @@ class CellControl:
             connection_use=max(d.utilization for d in svc.dependencies.values()),
             gc_time=svc.memory.gc_breaker.gc_share(),
             memory_usage=svc.memory.usage,
+            unhealthy_cells=self.unhealthy_cells if self.signals_fresh() else 0.0,
+            cascade_risk=self.cascade_risk,
             complexity=ComplexityInputs(
                 request_rate=request_rate,
                 unique_users=float(reading.unique_users),
@@ -319,6 +351,17 @@ class CellControl:
         self.alerts.append({"at": time.time(), "severity": severity, "message": message})
         logger.warning("cell %s: %s alert: %s", self.service.index, severity, message)
 
+    def _reinforce(self, on: bool) -> None:
+        """The control loop's "reinforce boundaries": the cell refuses other cells' users."""
+        report = self.loop.active()
+        why = "phase defenses" if "phase_defenses" in report else "cascade forming"
+        reason = (
+            f"{why} (cascade risk {self.cascade_risk:.2f}, isolation {self.isolation:.2f})"
+            if on
+            else f"calm (cascade risk {self.cascade_risk:.2f})"
+        )
+        self.service.boundary.reinforce(on, reason)
+
     def _pattern(self, pattern: str, on: bool, probability: float) -> None:
         if pattern == "synchronization" and on:
             self.service.restore_jitter(f"synchronization detected (p={probability:.2f})")
@@ -333,6 +376,10 @@ class CellControl:
             self._delta(f"first:{name}", svc.first_attempts[name])
         self._delta("hot_hits", svc.cache.hot_hits)
         self._delta("hot_misses", svc.cache.hot_misses)
+        self._delta("arrivals", svc.boundary.arrivals)
+        self._delta("foreign", svc.boundary.foreign_arrivals)
+        self._delta("shared_calls", svc.shared["attempts"])
+        self._delta("shared_failed", svc.shared["failures"])
         self._prev_retry_rate = 0.0
 
     def reset(self) -> None:
@@ -342,6 +389,9 @@ class CellControl:
         self.stampede.reset()
         self.correlation = 0.0
         self._correlation_at = -math.inf
+        self.unhealthy_cells = 0.0
+        self.isolation = 1.0
+        self.cascade_risk = 0.0
         self.restart_measurement()
 
     def snapshot(self) -> dict[str, Any]:
@@ -365,8 +415,13 @@ class CellControl:
                 "connection_use": inputs.connection_use,
                 "gc_time": inputs.gc_time,
                 "memory_usage": inputs.memory_usage,
+                "unhealthy_cells": inputs.unhealthy_cells,
+                "cascade_risk": inputs.cascade_risk,
             },
-            "correlation": {"value": self.correlation, "fresh": self._fresh_correlation()},
+            "isolation_score": self.isolation,
+            "cascade_risk": self.cascade_risk,
+            "phase_risk": None if self.last_report is None else self.last_report.phase_risk,
+            "correlation": {"value": self.correlation, "fresh": self.fresh_correlation()},
             "recovery_actions": dict(self.actions),
             "alerts": list(self.alerts),
             "errors": self.errors,

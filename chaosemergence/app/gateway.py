@@ -1,8 +1,12 @@
 """The gateway: routes each user to one cell by consistent hash, and hosts the admin API.
 
 It is deliberately thin. A dead or failing cell is not failed over (that is how cascades
-start): its users get 503 with Retry-After and every other cell is untouched. Admin calls
-are validated once here, then fanned out to the live cells.
+start): its users get 503 with Retry-After and every other cell is untouched. Calls to a
+cell go through that cell's circuit breaker (`circuit_breaker`): a cell that stops
+answering (timeouts, refused connections) is no longer waited on, and its users get 503 at
+once until a half-open probe finds it answering again. A cell's own 5xx answers are not
+failures to it: the cell answered, and chose. Admin calls are validated once here, then
+fanned out to the live cells.
 
 It also runs three small loops: the metric window (1 s), the supervisor's monitor (a cell
 that exited to be restarted comes back on its socket; 0.1 s) and the synchronization
@@ -16,6 +20,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,14 +39,21 @@ from chaosemergence.app.auth import AdminAuthMiddleware
 from chaosemergence.app.cell_app import json_body
 from chaosemergence.app.faults import validate_fault_request
 from chaosemergence.app.memory import validate_pressure_request
-from chaosemergence.app.metrics import GatewayMetrics
+from chaosemergence.app.metrics import BREAKER_STATE_VALUES, GatewayMetrics
 from chaosemergence.app.routing import Routing
 from chaosemergence.app.storage import missing_in_file
 from chaosemergence.app.supervisor import Supervisor
 from chaosemergence.app.switches import ALL_DEFENSES, DEFENSES
 from chaosemergence.app.sync import MAX_WINDOW_SECONDS, SHARED_DEPENDENCY, SharedDependencyHost
 from chaosemergence.app.window import MetricWindow
-from chaosemergence.defenses import EventLog, RetryBudget
+from chaosemergence.defenses import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+    EventLog,
+    RetryBudget,
+)
 
 __all__ = ["create_gateway_app"]
 
@@ -60,6 +72,8 @@ MONITOR_SECONDS = 0.1
 SYNC_SECONDS = 1.0
 # The cell closed the connection without answering (it is restarting): safe to send again.
 RECONNECT_ERRORS = (httpx.RemoteProtocolError, httpx.ConnectError)
+# A breaker trip: entering one of these states.
+TRIP_STATES = (BreakerState.OPEN, BreakerState.EMERGENCY)
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None] | None], name: str) -> None:
@@ -119,6 +133,37 @@ def create_gateway_app(
                 cell=cell,
             )
         contained_noted[cell] = now
+
+    # One breaker per cell, in front of the gateway -> cell hop (the seed's "circuit breakers
+    # on all service boundaries"); a trip is also its own event and counter.
+    def on_cell_breaker(
+        breaker: CircuitBreaker, old: BreakerState, new: BreakerState, reason: str
+    ) -> None:
+        cell = breaker.name.removeprefix("gateway.cell")
+        metrics.breaker_state.labels(cell).set(BREAKER_STATE_VALUES[new.value])
+        if new in TRIP_STATES:
+            metrics.breaker_trips.labels(cell, new.value).inc()
+            gateway_events.record(
+                "breaker_trip",
+                "activated",
+                f"{breaker.name} tripped {old.value} -> {new.value}: {reason}",
+                breaker=breaker.name,
+                boundary=f"cell{cell}",
+                state=new.value,
+                previous=old.value,
+            )
+
+    cell_breakers = [
+        CircuitBreaker(
+            f"gateway.cell{i}",
+            BreakerConfig(slow_call_seconds=settings.cell_timeout_seconds),
+            events=gateway_events,
+            listeners=(on_cell_breaker,),
+        )
+        for i in range(settings.cells)
+    ]
+    for index in range(settings.cells):
+        metrics.breaker_state.labels(str(index)).set(0)
     acknowledged: dict[int, set[str]] = {i: set() for i in range(settings.cells)}
     started_at = time.time()
     headers = {"Authorization": f"Bearer {token}"}
@@ -155,20 +200,33 @@ def create_gateway_app(
                 content = f'{{"error": "cell {cell} is down"}}'.encode()
                 continue
             url = f"{target.url}/users/{user_id}/{route}"
-            try:
+
+            async def send(url: str = url) -> httpx.Response:
                 try:
-                    answer = await client.request(
+                    return await client.request(
                         request.method, url, content=body, headers=content_type
                     )
                 except RECONNECT_ERRORS:
                     # A draining cell closed this kept-alive connection: the request never
                     # reached it. Send it once more (the next process takes it).
                     metrics.reconnects.inc()
-                    answer = await client.request(
+                    return await client.request(
                         request.method, url, content=body, headers=content_type
                     )
+
+            try:
+                # The cell's breaker: only a cell that does not answer is a failure to it.
+                answer = await cell_breakers[cell].call(send)
                 status, content = answer.status_code, answer.content
                 retry_after = answer.headers.get("retry-after", "1")
+            except CircuitOpenError as error:
+                status = 503
+                content = f'{{"error": "cell {cell} circuit open"}}'.encode()
+                retry_after = str(max(1, math.ceil(error.retry_after)))
+                metrics.breaker_rejections.labels(str(cell)).inc()
+                if all(c == cell for c in tries[attempt + 1 :]):
+                    break  # retrying in place would only be rejected again
+                continue
             except httpx.HTTPError as error:
                 status = 503
                 content = f'{{"error": "cell {cell} unavailable: {type(error).__name__}"}}'.encode()
@@ -324,6 +382,9 @@ def create_gateway_app(
             routing.cellular = enabled
         if names is None or "retry_budget" in names:
             retry_budget.enabled = enabled
+        if names is None or "circuit_breaker" in names:
+            for breaker in cell_breakers:
+                breaker.enabled = enabled
         # A cell restarted on its own comes back with the switches it was last given.
         for name in [n for n in names or DEFENSES if n in DEFENSES]:
             if enabled:
@@ -381,6 +442,9 @@ def create_gateway_app(
         restarted = await asyncio.to_thread(supervisor.restart_dead)
         retry_budget.enabled = True
         retry_budget.reset()
+        for breaker in cell_breakers:
+            breaker.enabled = True
+            breaker.reset()
         routing.cellular = True
         shared.reset()
         results = await fan_out("POST", "/admin/reset")
@@ -419,6 +483,24 @@ def create_gateway_app(
             }
         )
 
+    async def resume_recovery(request: Request) -> Response:
+        """An operator's answer to cells whose recovery asked for manual intervention."""
+        try:
+            body = await json_body(request)
+            cells = _parse_cells(body.get("cells"), settings.cells)
+            reason = body.get("reason", "resumed by an operator (admin API)")
+            if not isinstance(reason, str) or not 1 <= len(reason) <= 200:
+                raise ValueError("reason must be a string of 1-200 characters")
+        except ValueError as error:
+            return _bad_request(str(error))
+        results = await fan_out("POST", "/admin/metastable/resume", cells, json={"reason": reason})
+        resumed = [
+            i for i, r in sorted(results.items()) if isinstance(r, dict) and r.get("resumed")
+        ]
+        return JSONResponse(
+            {"resumed": resumed, "cells": {str(i): r for i, r in sorted(results.items())}}
+        )
+
     async def state(_: Request) -> Response:
         results = await fan_out("GET", "/admin/state")
         return JSONResponse(
@@ -426,6 +508,7 @@ def create_gateway_app(
                 "started_at": started_at,
                 "gateway": {
                     "retry_budget": retry_budget.snapshot(),
+                    "breakers": {str(i): b.snapshot() for i, b in enumerate(cell_breakers)},
                     "cellular_routing": routing.cellular,
                     "cells": settings.cells,
                     "shared_dependency": shared.state(),
@@ -530,7 +613,11 @@ def create_gateway_app(
         reading = shared.loop_reading()
         metrics.correlation.set(reading["correlation"])
         metrics.peak_to_mean.set(reading["peak_to_mean"])
-        payload = {"correlation": min(1.0, max(0.0, reading["correlation"]))}
+        down = sum(1 for c in supervisor.cells if not c.available)
+        payload = {
+            "correlation": min(1.0, max(0.0, reading["correlation"])),
+            "unhealthy_cells": down / settings.cells,
+        }
 
         async def push(index: int) -> None:
             cell = supervisor.cells[index]
@@ -580,6 +667,7 @@ def create_gateway_app(
         Route("/admin/reset", reset, methods=["POST"]),
         Route("/admin/correlation", correlation),
         Route("/admin/metastable", metastable),
+        Route("/admin/metastable/resume", resume_recovery, methods=["POST"]),
         Route("/internal/shared/{cell:int}", shared_call, methods=["POST"]),
         Route("/admin/state", state),
         Route("/admin/events", events),

@@ -119,6 +119,25 @@ class GatewayMetrics:
             ["cell"],
             registry=registry,
         )
+        self.breaker_state = Gauge(
+            "emergence_gateway_breaker_state",
+            "The gateway's breaker in front of each cell: 0 closed, 1 open, 2 half-open, "
+            "3 emergency.",
+            ["cell"],
+            registry=registry,
+        )
+        self.breaker_trips = Counter(
+            "emergence_gateway_breaker_trips",
+            "Trips of the gateway's breaker in front of each cell (entering open or emergency).",
+            ["cell", "state"],
+            registry=registry,
+        )
+        self.breaker_rejections = Counter(
+            "emergence_gateway_breaker_rejections",
+            "User requests the gateway's breaker answered 503 without calling the cell.",
+            ["cell"],
+            registry=registry,
+        )
 
 
 class CellCollector(Collector):
@@ -159,6 +178,17 @@ class CellCollector(Collector):
             "0 closed, 1 open, 2 half-open, 3 emergency.",
             labels=["cell", "dependency"],
         )
+        risk = GaugeMetricFamily(
+            "emergence_breaker_emergence_risk",
+            "Each breaker's emergence risk from its last fresh signals (0..1; above 0.5 it "
+            "stays open 30 s, above 0.8 60 s).",
+            labels=["cell", "dependency"],
+        )
+        trips = CounterMetricFamily(
+            "emergence_breaker_trips",
+            "Breaker trips: a breaker entering open or emergency.",
+            labels=["cell", "dependency", "state"],
+        )
         for name, dep in cell.dependencies.items():
             attempts.add_metric([label, name], cell.attempts[name])
             retries.add_metric([label, name], cell.retries[name])
@@ -175,9 +205,23 @@ class CellCollector(Collector):
             fallbacks.add_metric([label, name], cell.fallbacks[name])
             in_flight.add_metric([label, name], dep.in_flight)
             waiting.add_metric([label, name], dep.waiting)
-            state = cell.breakers[name].state.name.lower()
+        for name, guard in cell.named_breakers().items():
+            state = guard.state.name.lower()
             breaker.add_metric([label, name], BREAKER_STATE_VALUES.get(state, -1))
-        yield from (attempts, retries, outcomes, fallbacks, in_flight, waiting, breaker)
+            risk.add_metric([label, name], guard.emergence_risk)
+            for to in ("open", "emergency"):
+                trips.add_metric([label, name, to], cell.breaker_trips.get((name, to), 0))
+        yield from (
+            attempts,
+            retries,
+            outcomes,
+            fallbacks,
+            in_flight,
+            waiting,
+            breaker,
+            risk,
+            trips,
+        )
         throttled = CounterMetricFamily(
             "emergence_throttled_calls",
             "Dependency calls the adaptive throttle rejected locally.",
@@ -213,6 +257,28 @@ class CellCollector(Collector):
         )
         computations.add_metric([label], cell.computations)
         yield computations
+        coalesced = CounterMetricFamily(
+            "emergence_coalesced_requests",
+            "Users' cache misses that joined a computation already in flight for their key "
+            "instead of starting one (request coalescing).",
+            labels=["cell"],
+        )
+        coalesced.add_metric([label], cell.coalesced)
+        yield coalesced
+        stale = CounterMetricFamily(
+            "emergence_stale_fallbacks",
+            "Profiles served stale because the database path failed (the breaker's fallback).",
+            labels=["cell"],
+        )
+        stale.add_metric([label], cell.stale_fallbacks)
+        yield stale
+        delays = CounterMetricFamily(
+            "emergence_precompute_jitter_delays",
+            "Computations delayed by 0-100 ms of jitter while correlation was above 0.5.",
+            labels=["cell"],
+        )
+        delays.add_metric([label], cell.precompute_jitter_delays)
+        yield delays
         prewarms = CounterMetricFamily(
             "emergence_prewarm_computations",
             "Profile computations made by cache prewarming (not by a user's miss).",
@@ -240,7 +306,7 @@ class CellCollector(Collector):
         yield from _memory_metrics(cell, label)
 
 
-RECOVERY_PHASE_VALUES = {"idle": 0, "paused": 1, "restoring": 2, "failed": 3}
+RECOVERY_PHASE_VALUES = {"idle": 0, "paused": 1, "restoring": 2, "manual": 3}
 
 
 def _control_metrics(
@@ -270,7 +336,7 @@ def _control_metrics(
     recovery = cell.control.recovery
     phase = GaugeMetricFamily(
         "emergence_recovery_phase",
-        "Staged recovery phase: 0 idle, 1 paused, 2 restoring, 3 failed.",
+        "Staged recovery phase: 0 idle, 1 paused, 2 restoring, 3 held for manual intervention.",
         labels=["cell"],
     )
     phase.add_metric([label], RECOVERY_PHASE_VALUES.get(recovery.phase.value, -1))
@@ -297,6 +363,45 @@ def _control_metrics(
     stampede.add_metric([label], 1.0 if cell.control.stampede.emergency else 0.0)
     yield stampede
     report = cell.control.last_report
+    phase_risk = GaugeMetricFamily(
+        "emergence_phase_transition_risk",
+        "The control loop's proximity to a phase transition at its last tick (0..1; it turns "
+        "the phase defenses up above 0.7).",
+        labels=["cell"],
+    )
+    phase_risk.add_metric([label], report.phase_risk if report is not None else 0.0)
+    yield phase_risk
+    isolation = GaugeMetricFamily(
+        "emergence_isolation_score",
+        "The seed's isolation score: 1 - the share of the cell's requests that came from "
+        "users homed in another cell (1 = perfectly isolated), over the last second.",
+        labels=["cell"],
+    )
+    isolation.add_metric([label], cell.control.isolation)
+    yield isolation
+    cascade = GaugeMetricFamily(
+        "emergence_cascade_risk",
+        "The seed's cascade risk: 0.6 x cross-cell traffic + 0.4 x failing shared "
+        "resources (alert above 0.1).",
+        labels=["cell"],
+    )
+    cascade.add_metric([label], cell.control.cascade_risk)
+    yield cascade
+    reinforced = GaugeMetricFamily(
+        "emergence_boundary_reinforced",
+        "1 while the cell refuses users homed in other cells (reinforced boundaries).",
+        labels=["cell"],
+    )
+    reinforced.add_metric([label], 1.0 if cell.boundary.reinforced else 0.0)
+    yield reinforced
+    manual = GaugeMetricFamily(
+        "emergence_manual_intervention_required",
+        "1 while the staged recovery gave up after repeated relapses and holds ingress "
+        "until an operator resumes it.",
+        labels=["cell"],
+    )
+    manual.add_metric([label], 1.0 if cell.control.recovery.waiting_for_operator else 0.0)
+    yield manual
     patterns = GaugeMetricFamily(
         "emergence_pattern_probability",
         "The control loop's probability of each emergent pattern at its last tick.",

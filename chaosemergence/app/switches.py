@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 __all__ = ["ALL_DEFENSES", "DEFENSES", "GATEWAY_DEFENSES", "apply_switches"]
 
 # The defenses a cell can switch on and off (names used by the admin API and the probes;
-# each is also the name of the events it records).
+# each is also the name of the events it records). `circuit_breaker` covers every breaker
+# on the cell's boundaries (its dependencies and the shared-config poll) and, at the
+# gateway, the breakers in front of each cell; `retry_budget` the gateway's budget too.
 DEFENSES: tuple[str, ...] = (
     "circuit_breaker",
     "retry_budget",
@@ -26,12 +28,14 @@ DEFENSES: tuple[str, ...] = (
     "early_expiration",
     "stampede_protection",
     "jitter",
+    "precompute_jitter",
     "metastable_detector",
     "metastable_recovery",
     "memory_guardrail",
     "gc_breaker",
     "predictive_restart",
     "control_loop",
+    "boundary_reinforcement",
 )
 # The gateway's own: routing users to their home cell only (the cascade defense).
 GATEWAY_DEFENSES: tuple[str, ...] = ("cellular_routing",)
@@ -43,7 +47,7 @@ def apply_switches(svc: CellService, switches: dict[str, bool]) -> None:
     changed = {n for n, on in switches.items() if n in DEFENSES and svc.enabled[n] != on}
     svc.enabled.update({n: on for n, on in switches.items() if n in DEFENSES})
     on = svc.enabled
-    for breaker in svc.breakers.values():
+    for breaker in svc.all_breakers():
         breaker.enabled = on["circuit_breaker"]
     for policy in svc.retry_policies.values():
         policy.enabled = on["retry_budget"]
@@ -64,6 +68,7 @@ def apply_switches(svc: CellService, switches: dict[str, bool]) -> None:
     svc.memory.gc_breaker.enabled = on["gc_breaker"]
     svc.memory.predictive.enabled = on["predictive_restart"]
     loop.enabled = on["control_loop"]
+    svc.boundary.enabled = on["boundary_reinforcement"]
     turned_off = {n for n in changed if not on[n]}
     turned_on = changed - turned_off
     # A defense switched off stops acting at once (and says so in its events).
@@ -81,6 +86,8 @@ def apply_switches(svc: CellService, switches: dict[str, bool]) -> None:
         svc.memory.guardrail.reset()
     if "gc_breaker" in turned_off:
         svc.memory.gc_breaker.reset()
+    if turned_off & {"boundary_reinforcement", "control_loop"}:
+        svc.boundary.reset()
     # A defense switched on joins the responses the control loop already has up.
     active = loop.active() if loop.enabled else ()
     sync = "pattern:synchronization" in active
@@ -91,3 +98,5 @@ def apply_switches(svc: CellService, switches: dict[str, bool]) -> None:
             svc.restore_jitter("synchronization already detected")
     if "load_shedding" in turned_on and phase:
         svc.shedder.emergency_shed(loop.config.emergency_shed, "phase defenses active")
+    if "boundary_reinforcement" in turned_on and (phase or "pattern:cascade" in active):
+        svc.boundary.reinforce(True, "control loop response already active")

@@ -31,8 +31,10 @@ from .events import DefenseEvent, EventLog
 from .graph import average_clustering, betweenness_centrality, density, interaction_complexity
 from .guardrails import GcPressureBreaker, GuardrailLevel, MemoryGuardrail, PredictiveRestart
 from .hashring import HashRing, stable_hash
+from .isolation import CASCADE_ALERT, cascade_risk, isolation_score
 from .jitter import Jitter, adaptive_factor
 from .metastable import (
+    MANUAL_INTERVENTION,
     RESTORE_STEPS,
     MetastableCondition,
     MetastableDetector,
@@ -73,6 +75,8 @@ from .xfetch import (
 )
 
 __all__ = [
+    "CASCADE_ALERT",
+    "MANUAL_INTERVENTION",
     "NULL_RECORDER",
     "PATTERNS",
     "PRIORITIES",
@@ -134,9 +138,11 @@ __all__ = [
     "align",
     "average_clustering",
     "betweenness_centrality",
+    "cascade_risk",
     "correlation_level",
     "density",
     "interaction_complexity",
+    "isolation_score",
     "max_pairwise_correlation",
     "pearson",
     "should_refresh",

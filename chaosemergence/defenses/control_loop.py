@@ -376,7 +376,8 @@ class ControlLoop:
             if not self._patterns["synchronization"].active:
                 for jitter in self.jitters:
                     jitter.set_maximum(False, reason)
-        if self._on_reinforce is not None:
+        # Boundaries stay reinforced while a cascade is still detected.
+        if self._on_reinforce is not None and (on or not self._patterns["cascade"].active):
             self._on_reinforce(on)
 
     def _pattern_response(self, pattern: str, on: bool, probability: float) -> None:

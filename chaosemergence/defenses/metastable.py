@@ -13,6 +13,7 @@ from ._types import Clock
 from .events import EventLog
 
 __all__ = [
+    "MANUAL_INTERVENTION",
     "RESTORE_STEPS",
     "MetastableCondition",
     "MetastableDetector",
@@ -26,6 +27,8 @@ __all__ = [
 
 DETECTOR = "metastable_detector"
 RECOVERY = "metastable_recovery"
+#: The event a recovery that gave up records (activated) and an operator's resume ends.
+MANUAL_INTERVENTION = "manual_intervention"
 
 #: The seed's traffic restoration steps, in percent.
 RESTORE_STEPS: tuple[int, ...] = (1, 5, 10, 25, 50, 75, 100)
@@ -249,7 +252,8 @@ class RecoveryPhase(StrEnum):
     IDLE = "idle"
     PAUSED = "paused"
     RESTORING = "restoring"
-    FAILED = "failed"
+    #: Gave up after too many relapses: ingress stays paused until ``resume()`` or ``reset()``.
+    MANUAL = "manual"
 
 
 class StagedRecovery:
@@ -259,8 +263,14 @@ class StagedRecovery:
     clock. ``tick`` returns the reset actions the caller must perform now (once per
     pause). Each restoration step lasts ``step_seconds`` (seed: 30 s); at the end of a
     step a relapse sends it back to PAUSED, otherwise it moves to the next step. After
-    100% it goes back to IDLE. After ``max_relapses`` it gives up (FAILED) and admits
-    all traffic, so a failed recovery never keeps a cell dark.
+    100% it goes back to IDLE.
+
+    A relapse after ``max_relapses`` relapses makes it give up, as the seed's guardian does
+    ("Recovery failed: Manual intervention required"): it pauses ingress (the seed pauses
+    before it returns the error), records a ``manual_intervention`` event and stays in
+    MANUAL, admitting nothing and starting no new recovery, until an operator calls
+    ``resume()`` (restore in steps again, relapses forgotten) or ``reset()``. Letting
+    traffic back in on its own would only feed the loop it could not break.
     """
 
     def __init__(
@@ -297,6 +307,7 @@ class StagedRecovery:
         self._last_reason = ""
         self.relapses = 0
         self.recoveries = 0
+        self.give_ups = 0
 
     @property
     def phase(self) -> RecoveryPhase:
@@ -305,8 +316,9 @@ class StagedRecovery:
 
     @property
     def admit_fraction(self) -> float:
-        """Share of ingress to admit now: 0 while paused, the step's share while restoring."""
-        if self._phase is RecoveryPhase.PAUSED:
+        """Share of ingress to admit now: 0 while paused or held for an operator, the step's
+        share while restoring."""
+        if self._phase is RecoveryPhase.PAUSED or self._phase is RecoveryPhase.MANUAL:
             return 0.0
         if self._phase is RecoveryPhase.RESTORING:
             return self.steps[self._step] / 100.0
@@ -318,8 +330,10 @@ class StagedRecovery:
         return fraction >= 1.0 or (fraction > 0.0 and self._rng.random() < fraction)
 
     def start(self, condition: MetastableCondition) -> bool:
-        """Begin a recovery for ``condition``; False if disabled or already recovering."""
-        if not self.enabled or self._phase in (RecoveryPhase.PAUSED, RecoveryPhase.RESTORING):
+        """Begin a recovery for ``condition``; False if disabled, already recovering, or
+        waiting for an operator."""
+        busy = (RecoveryPhase.PAUSED, RecoveryPhase.RESTORING, RecoveryPhase.MANUAL)
+        if not self.enabled or self._phase in busy:
             return False
         self._condition = condition
         self.relapses = 0
@@ -357,13 +371,7 @@ class StagedRecovery:
         if metastable_now:
             self.relapses += 1
             if self.relapses > self.max_relapses:
-                self._phase = RecoveryPhase.FAILED
-                if self._events is not None:
-                    self._events.record(
-                        self.name,
-                        "deactivated",
-                        f"recovery failed after {self.max_relapses} relapses; traffic restored",
-                    )
+                self._give_up()
                 return ()
             self._pause(f"relapse at {self.steps[self._step]}% traffic")
             actions, self._pending = self._pending, ()
@@ -378,16 +386,62 @@ class StagedRecovery:
             self._events.record(self.name, "deactivated", "traffic fully restored")
         return ()
 
+    def _give_up(self) -> None:
+        """Pause ingress for good and ask for an operator (MANUAL)."""
+        step = self.steps[self._step]
+        self._phase = RecoveryPhase.MANUAL
+        self._step = 0
+        self._since = self._clock()
+        self._pending = ()
+        self._last_reason = (
+            f"relapsed {self.relapses} times (last at {step}% traffic): manual intervention "
+            "required; ingress stays paused until resumed"
+        )
+        self.give_ups += 1
+        if self._events is not None:
+            self._events.record(
+                MANUAL_INTERVENTION,
+                "activated",
+                f"metastable recovery failed: {self._last_reason}",
+                relapses=self.relapses,
+                step_percent=step,
+            )
+
+    @property
+    def waiting_for_operator(self) -> bool:
+        """Whether the recovery gave up and waits for ``resume()`` (MANUAL)."""
+        return self._phase is RecoveryPhase.MANUAL
+
+    def resume(self, reason: str = "resumed by an operator") -> bool:
+        """End a MANUAL hold: restore traffic in steps again, relapses forgotten.
+
+        Returns False (and does nothing) when the recovery is not waiting for an operator.
+        """
+        if self._phase is not RecoveryPhase.MANUAL:
+            return False
+        self.relapses = 0
+        self._phase = RecoveryPhase.RESTORING
+        self._step = 0
+        self._since = self._clock()
+        self._last_reason = reason
+        if self._events is not None:
+            self._events.record(MANUAL_INTERVENTION, "deactivated", reason)
+        return True
+
     def reset(self) -> None:
-        """Stop any recovery and admit all traffic."""
+        """Stop any recovery (a MANUAL hold included) and admit all traffic."""
         active = self._phase in (RecoveryPhase.PAUSED, RecoveryPhase.RESTORING)
+        manual = self._phase is RecoveryPhase.MANUAL
         self._phase = RecoveryPhase.IDLE
         self._step = 0
         self._pending = ()
         self._condition = None
         self.relapses = 0
-        if active and self._events is not None:
-            self._events.record(self.name, "deactivated", "reset")
+        if self._events is not None:
+            if active:
+                self._events.record(self.name, "deactivated", "reset")
+            if manual:
+                self._events.record(MANUAL_INTERVENTION, "deactivated", "reset")
 
     def snapshot(self) -> dict[str, object]:
         """Return the phase, step and admitted share as JSON-able data."""
@@ -401,6 +455,9 @@ class StagedRecovery:
             else None,
             "reason": self._last_reason,
             "relapses": self.relapses,
+            "max_relapses": self.max_relapses,
             "recoveries": self.recoveries,
+            "give_ups": self.give_ups,
+            "manual_intervention_required": self._phase is RecoveryPhase.MANUAL,
             "condition": self._condition.as_dict() if self._condition else None,
         }

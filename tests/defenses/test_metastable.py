@@ -122,16 +122,70 @@ def test_relapse_pauses_again_and_reissues_actions(clock: FakeClock) -> None:
     assert actions and recovery.relapses == 1
 
 
-def test_gives_up_after_max_relapses(clock: FakeClock) -> None:
-    """After max_relapses the recovery fails open and admits all traffic."""
-    recovery = StagedRecovery(clock=clock, step_seconds=1, pause_seconds=0, max_relapses=1)
-    recovery.start(condition_for(clock))  # type: ignore[arg-type]
-    for _ in range(6):
+def _relapse_until_given_up(recovery: StagedRecovery, clock: FakeClock) -> int:
+    """Tick a recovery through relapses until it gives up; return how many ticks it took."""
+    for tick in range(1, 20):
         recovery.tick(False)
         clock.advance(1)
         recovery.tick(True)
-    assert recovery.phase is RecoveryPhase.FAILED
-    assert recovery.admit_fraction == 1.0
+        if recovery.phase is RecoveryPhase.MANUAL:
+            return tick
+    raise AssertionError(f"still {recovery.phase} after 19 relapses")
+
+
+def test_gives_up_after_max_relapses_and_holds_ingress(clock: FakeClock, events: EventLog) -> None:
+    """After max_relapses the recovery pauses ingress for good and asks for an operator."""
+    recovery = StagedRecovery(
+        clock=clock, events=events, step_seconds=1, pause_seconds=0, max_relapses=2
+    )
+    condition = condition_for(clock)
+    recovery.start(condition)  # type: ignore[arg-type]
+    assert _relapse_until_given_up(recovery, clock) == 3  # the third relapse is one too many
+    assert recovery.admit_fraction == 0.0 and recovery.waiting_for_operator
+    asked = [e for e in events.all() if e.defense == "manual_intervention"]
+    assert [e.kind for e in asked] == ["activated"]
+    assert "manual intervention required" in asked[0].reason
+    # The detector still sees the condition: no new recovery lets traffic back in.
+    assert not recovery.start(condition)  # type: ignore[arg-type]
+    for _ in range(5):
+        clock.advance(1)
+        assert recovery.tick(True) == ()
+    assert recovery.phase is RecoveryPhase.MANUAL and recovery.admit_fraction == 0.0
+    assert recovery.snapshot()["manual_intervention_required"] is True
+
+
+def test_resume_restores_in_steps_again(clock: FakeClock, events: EventLog) -> None:
+    """An operator's resume restores traffic from the first step, relapses forgotten."""
+    recovery = StagedRecovery(
+        clock=clock, events=events, step_seconds=1, pause_seconds=0, max_relapses=0
+    )
+    assert not recovery.resume()  # nothing to resume
+    recovery.start(condition_for(clock))  # type: ignore[arg-type]
+    _relapse_until_given_up(recovery, clock)
+    assert recovery.resume("fixed the database")
+    assert recovery.phase is RecoveryPhase.RESTORING and recovery.relapses == 0
+    assert recovery.admit_fraction == 0.01
+    assert [e.kind for e in events.all() if e.defense == "manual_intervention"] == [
+        "activated",
+        "deactivated",
+    ]
+    while recovery.phase is RecoveryPhase.RESTORING:
+        clock.advance(1)
+        recovery.tick(False)
+    assert recovery.phase is RecoveryPhase.IDLE and recovery.admit_fraction == 1.0
+
+
+def test_reset_ends_a_manual_hold(clock: FakeClock, events: EventLog) -> None:
+    """reset() admits all traffic again and records the end of the hold."""
+    recovery = StagedRecovery(
+        clock=clock, events=events, step_seconds=1, pause_seconds=0, max_relapses=0
+    )
+    recovery.start(condition_for(clock))  # type: ignore[arg-type]
+    _relapse_until_given_up(recovery, clock)
+    recovery.reset()
+    assert recovery.phase is RecoveryPhase.IDLE and recovery.admit_fraction == 1.0
+    assert events.all()[-1].defense == "manual_intervention"
+    assert events.all()[-1].kind == "deactivated"
 
 
 def test_should_admit_matches_fraction(clock: FakeClock) -> None:
