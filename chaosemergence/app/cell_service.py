@@ -82,7 +82,13 @@ NOTE_EVERY_SECONDS = 5.0
 EVENT_HISTORY = 2000
 POPULAR = {"items": ["popular-1", "popular-2", "popular-3"], "degraded": True}
 # The breaker on the poll of the configuration every cell shares (hosted by the gateway).
+# It judges by failure rate (half of at least 20 polls in its 60 s window), not by 5
+# consecutive failures: pollers retrying every 200 ms make 5 failures of a quarter-second
+# blip, which would measure their retry cadence rather than the dependency's health. A
+# sustained outage trips it once failures outnumber the window's successes (6-17 s from a
+# healthy window with 8 or 1 pollers per cell); a 3 s blip does not.
 SHARED_BREAKER = "shared_config"
+SHARED_BREAKER_CONFIG = BreakerConfig(failure_threshold=0)
 # The seed's coalescer: when the cells' load correlates above 0.5, a computation starts after
 # a random 0-100 ms, so synchronized misses do not reach the database in the same instant.
 PRECOMPUTE_JITTER_CORRELATION = 0.5
@@ -167,7 +173,10 @@ class CellService:
         # user requests, so kept apart from `breakers`).
         self.shared_breaker: CircuitBreaker | None = (
             CircuitBreaker(
-                f"cell{index}.{SHARED_BREAKER}", BreakerConfig(), clock=clock, events=self.events
+                f"cell{index}.{SHARED_BREAKER}",
+                SHARED_BREAKER_CONFIG,
+                clock=clock,
+                events=self.events,
             )
             if shared_call is not None
             else None
@@ -706,9 +715,9 @@ class CellService:
         """Periodic job: poll one namespace of the configuration every cell shares.
 
         One attempt through the gateway, behind the shared-config breaker; the job retries a
-        failure (after its own delay). A poll the open breaker rejects is a failed poll that
-        cost the shared dependency nothing: the cell keeps the configuration it has and the
-        job tries again after its retry delay.
+        failure (after its own delay). A poll the open breaker rejects is answered by the
+        breaker's fallback: the cell keeps the configuration it has, and the job waits for
+        its next period (no call, no retry).
         """
         assert self._shared_call is not None
         self.self_calls["periodic"] += 1
@@ -719,8 +728,8 @@ class CellService:
             else:
                 await self._shared_attempt()
         except CircuitOpenError:
-            self.shared["rejected"] += 1
-            return False
+            self.shared["rejected"] += 1  # the configuration the cell has stays in force
+            return True
         except DependencyError:
             self.shared["failures"] += 1
             self.self_calls["retry"] += 1  # the job tries again after its retry delay

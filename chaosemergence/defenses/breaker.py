@@ -47,6 +47,9 @@ class BreakerConfig:
 
     Defaults are the seed's: 5 consecutive failures, a 60 s detection window,
     open for 10 / 30 / 60 s at emergence risk <= 0.5 / <= 0.8 / above.
+    ``failure_threshold=0`` turns the consecutive-failure rule off: the breaker then trips
+    on its window's failure and slow-call rates only (for callers whose own fast retries
+    would make any short blip a run of consecutive failures).
     """
 
     failure_threshold: int = 5
@@ -65,8 +68,8 @@ class BreakerConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.failure_threshold < 1:
-            problems.append(f"failure_threshold={self.failure_threshold} must be >= 1")
+        if self.failure_threshold < 0:
+            problems.append(f"failure_threshold={self.failure_threshold} must be >= 0")
         if self.window_seconds <= 0:
             problems.append(f"window_seconds={self.window_seconds} must be > 0")
         if self.minimum_calls < 1:
@@ -324,7 +327,7 @@ class CircuitBreaker:
                 return
         else:
             self._consecutive_failures += 1
-            if self._consecutive_failures >= cfg.failure_threshold:
+            if 0 < cfg.failure_threshold <= self._consecutive_failures:
                 reason = f"{self._consecutive_failures} consecutive failures, last {error!r}"
                 self._transition(BreakerState.OPEN, now, reason)
                 return

@@ -297,7 +297,11 @@ def test_correlation_breaking(sync_system: RunningSystem) -> None:
     system = sync_system
     assert system.admin("GET", "/admin/correlation?window=0").status_code == 400
     removed_at = time.time()
-    system.admin("POST", "/admin/defenses", json={"enabled": False, "names": ["jitter"]})
+    # The shared-config poll's breaker would open during the outage and keep the pollers
+    # off the dependency for its open duration: a defense of its own, not the one tested.
+    system.admin(
+        "POST", "/admin/defenses", json={"enabled": False, "names": ["jitter", "circuit_breaker"]}
+    )
     system.admin("POST", "/admin/jitter", json={"enabled": False})
     time.sleep(8)  # four periods of naive timers: each keeps its own phase
     assert _correlation(system) < 0.5
@@ -326,3 +330,42 @@ def test_correlation_breaking(sync_system: RunningSystem) -> None:
     jobs = state["shared_dependency"]["jobs"]
     assert all(job["rephased"] >= 1 for name, job in jobs.items() if name.startswith("poll_"))
     assert _config_reads_failing(system, 6) <= 0.1
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_computations_start_after_jitter_while_cells_correlate(
+    sync_system: RunningSystem, precompute: bool
+) -> None:
+    """Cells in step after a shared outage (correlation above 0.5): every profile computation
+    waits 0-100 ms first (the seed's coalescer jitter); off, none does."""
+    system = sync_system
+    assert system.admin("POST", "/admin/reset").status_code == 200
+    # Keep the cells in step: no jitter defense, no poll breaker.
+    off = ["jitter", "circuit_breaker"] + ([] if precompute else ["precompute_jitter"])
+    system.admin("POST", "/admin/defenses", json={"enabled": False, "names": off})
+    system.admin("POST", "/admin/jitter", json={"enabled": False})
+    system.admin(
+        "POST",
+        "/admin/faults",
+        json={"kind": "error", "percentage": 100, "duration": 3, "dependency": "shared_config"},
+    )
+    wait_for(
+        lambda: cell_state(system, 0)["state"]["precompute_jitter"]["correlation"],
+        lambda c: c > 0.6,
+        25,
+        "cell 0 told that the cells correlate",
+    )
+    before = cell_state(system, 0)["state"]["precompute_jitter"]
+    since = time.time()
+    with httpx.Client(timeout=10) as client:
+        for user in users_of(system.cells, 0, 20, "pcj"):
+            assert client.get(f"{system.url}/users/{user}/profile").status_code == 200
+    after = cell_state(system, 0)["state"]["precompute_jitter"]
+    delays = after["delays"] - before["delays"]
+    found = [e for e in events(system, since, "precompute_jitter") if e["cell"] == 0]
+    if precompute:
+        assert delays >= 20, after
+        assert 0 < after["seconds"] - before["seconds"] <= 0.1 * delays
+        assert found and found[0]["kind"] == "activated"
+    else:
+        assert delays == 0 and found == []

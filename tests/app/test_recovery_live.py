@@ -159,3 +159,61 @@ def test_metastable_endpoint_shape(system: RunningSystem) -> None:
     answer = system.admin("GET", "/admin/metastable").json()
     assert answer["metastable"] is False
     assert answer["cells"] == {"0": None, "1": None, "2": None}
+
+
+def _profiles(system: RunningSystem, users: list[str]) -> Counter[int]:
+    with httpx.Client(timeout=10) as client:
+        return Counter(
+            client.get(f"{system.url}/users/{user}/profile").status_code for user in users
+        )
+
+
+def test_repeated_relapses_hold_ingress_until_an_operator_resumes(system: RunningSystem) -> None:
+    """The trigger never goes away: after max_relapses the recovery stops letting traffic
+    back in, asks for manual intervention (an event, a gauge), and keeps ingress paused even
+    once the trigger is gone, until the admin API resumes it."""
+    system.admin(
+        "POST",
+        "/admin/defenses",
+        json={"enabled": False, "names": ["circuit_breaker", "adaptive_throttle"]},
+    )
+    since = time.time()
+    _fault(system, kind="latency", latency_ms=700, dependency="payment_provider", duration=60)
+    with SlowPayments(system):
+        asked = wait_for(
+            lambda: events(system, since, "manual_intervention"),
+            lambda found: any(e["cell"] == 0 and e["kind"] == "activated" for e in found),
+            40,
+            "a request for manual intervention",
+        )
+    recovery = cell_state(system, 0)["state"]["metastable_recovery"]
+    assert recovery["phase"] == "manual" and recovery["manual_intervention_required"]
+    assert recovery["give_ups"] == 1 and "relapsed" in asked[0]["reason"]
+    url = cell_state(system, 0)["url"]
+    gauge = 'emergence_manual_intervention_required{cell="0"} 1.0'
+    assert gauge in httpx.get(f"{url}/metrics", timeout=5).text
+    system.admin("DELETE", "/admin/faults")  # the trigger is gone
+    users = users_of(system.cells, 0, 5, "held")
+    time.sleep(3.0)  # longer than a whole recovery takes here: nothing restores traffic
+    assert _profiles(system, users)[503] == 5
+    assert system.admin("GET", "/admin/metastable").json()["recovery"]["0"] == "manual"
+    # Payments (critical) still get in while the cell waits for its operator.
+    paid = httpx.post(
+        f"{system.url}/users/{users[0]}/payments",
+        json={"amount_cents": 100, "idempotency_key": uuid.uuid4().hex},
+        timeout=10,
+    )
+    assert paid.status_code in (201, 202)
+    bad = system.admin("POST", "/admin/metastable/resume", json={"cells": [7]})
+    assert bad.status_code == 400
+    resumed = system.admin("POST", "/admin/metastable/resume", json={"reason": "db fixed"})
+    assert resumed.status_code == 200 and resumed.json()["resumed"] == [0]
+    wait_for(
+        lambda: system.admin("GET", "/admin/metastable").json()["recovery"]["0"],
+        lambda phase: phase == "idle",
+        15,
+        "traffic restored in steps after the resume",
+    )
+    assert _profiles(system, users)[200] == 5
+    ended = [e for e in events(system, since, "manual_intervention") if e["kind"] == "deactivated"]
+    assert ended and ended[0]["reason"] == "db fixed"

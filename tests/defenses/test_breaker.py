@@ -397,7 +397,18 @@ def test_excluded_errors_do_not_count(clock: FakeClock) -> None:
 def test_invalid_config_names_the_problem() -> None:
     """A bad configuration raises ValueError naming the field."""
     with pytest.raises(ValueError, match="failure_threshold"):
-        BreakerConfig(failure_threshold=0)
+        BreakerConfig(failure_threshold=-1)
+
+
+def test_without_a_consecutive_rule_only_the_failure_rate_trips(clock: FakeClock) -> None:
+    """failure_threshold=0: a run of failures trips nothing until the window's rate does."""
+    breaker = make(clock, failure_threshold=0, minimum_calls=20, failure_rate_threshold=0.5)
+    for _ in range(30):
+        run_now(breaker.call(ok))
+    failures(breaker, 29)  # 29 of 59 calls: below half
+    assert breaker.state is BreakerState.CLOSED
+    failures(breaker, 1)  # 30 of 60: half
+    assert breaker.state is BreakerState.OPEN
 
 
 def test_snapshot_is_json_able(clock: FakeClock) -> None:
