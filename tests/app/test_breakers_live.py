@@ -95,7 +95,7 @@ def test_database_calls_go_through_their_breaker(system: RunningSystem, breaker:
     trips_before = _database_trips(url)
     since = time.time()
     _fault(system, "database", cells=[0])
-    users = users_of(system.cells, 0, 40, "dbb")
+    users = users_of(system.cells, 0, 40, f"dbb{breaker}-")
     with httpx.Client(timeout=10) as client:
         statuses = [client.get(f"{system.url}/users/{u}/profile").status_code for u in users]
     assert set(statuses) == {503}  # nothing cached to fall back on: new users
@@ -123,7 +123,7 @@ def test_an_expired_profile_is_served_stale_when_the_database_fails(
     _off(system, "stampede_protection", "early_expiration", "metastable_detector")
     if not breaker:
         _off(system, "circuit_breaker")
-    user = users_of(system.cells, 0, 1, "stale")[0]
+    user = users_of(system.cells, 0, 1, f"stale{breaker}-")[0]
     assert httpx.get(f"{system.url}/users/{user}/profile", timeout=5).json()["cache"] == "miss"
     time.sleep(2.2)  # the 2 s TTL passes
     _fault(system, "database", cells=[0])
@@ -275,7 +275,7 @@ def test_the_gateway_stops_waiting_on_a_hung_cell(
     assert system.admin("POST", "/admin/reset").status_code == 200
     if not breaker:
         _off(system, "circuit_breaker")
-    users = users_of(system.cells, 0, 12, "hung")
+    users = users_of(system.cells, 0, 12, f"hung{breaker}-")
     since = time.time()
     pid = _cell_pid(system, 0)
     os.kill(pid, signal.SIGSTOP)

@@ -54,8 +54,8 @@ def test_failover_raises_cascade_risk_and_boundaries_are_reinforced(
     system = clean_system
     switched = ["cellular_routing"] + ([] if reinforce else ["boundary_reinforcement"])
     system.admin("POST", "/admin/defenses", json={"enabled": False, "names": switched})
-    orphans = users_of(system.cells, 0, 10, "orphan")
-    own = users_of(system.cells, 1, 5, "own")
+    orphans = users_of(system.cells, 0, 10, f"orphan{reinforce}-")
+    own = users_of(system.cells, 1, 5, f"own{reinforce}-")
     since = time.time()
     assert system.admin("POST", "/admin/cells/0/kill").json()["killed"]
     wait_for(

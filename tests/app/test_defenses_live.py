@@ -358,7 +358,7 @@ def test_computations_start_after_jitter_while_cells_correlate(
     before = cell_state(system, 0)["state"]["precompute_jitter"]
     since = time.time()
     with httpx.Client(timeout=10) as client:
-        for user in users_of(system.cells, 0, 20, "pcj"):
+        for user in users_of(system.cells, 0, 20, f"pcj{precompute}-"):
             assert client.get(f"{system.url}/users/{user}/profile").status_code == 200
     after = cell_state(system, 0)["state"]["precompute_jitter"]
     delays = after["delays"] - before["delays"]
