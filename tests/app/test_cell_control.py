@@ -93,7 +93,9 @@ async def test_complexity_over_budget_sheds_low_priority_with_429(
         _second(svc, clock, requests=40)
         assert svc.shedder.score >= 0.85 and svc.shedder.level.name == "emergency"
         assert "activated" in _kinds(svc, "load_shedding")
-        answers = [await svc.recommendations(f"r{i}") for i in range(40)]
+        # The cell's own users: the phase defenses also reinforce its boundary.
+        users = [f"r{i}" for i in range(2000) if svc.boundary.home(f"r{i}") == 0][:40]
+        answers = [await svc.recommendations(user) for user in users]
         shed = [a for a in answers if a.status == 429]
         assert len(shed) >= 15 and all(a.retry_after == 1 for a in shed)
         assert shed[0].body["shed_by"] == "load_shedding"
@@ -200,3 +202,75 @@ def test_control_loop_off_turns_phase_defenses_down(service: CellService, clock:
     assert service.control.loop.active() == ()
     assert service.shedder.level.shed_fraction == 0.0
     assert _kinds(service, "phase_defenses") == ["activated", "deactivated"]
+
+
+def _foreign_and_own(svc: CellService, foreign: int, own: int) -> tuple[list[str], list[str]]:
+    """Users homed in another cell (`foreign` of them) and in this one, as the ring says."""
+    others = [f"x{i}" for i in range(2000) if svc.boundary.home(f"x{i}") != svc.index]
+    mine = [f"x{i}" for i in range(2000) if svc.boundary.home(f"x{i}") == svc.index]
+    return others[:foreign], mine[:own]
+
+
+def test_failover_traffic_lowers_isolation_and_reinforces_the_boundary(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """A second in which a third of the arrivals were other cells' users: isolation 2/3,
+    cascade risk 0.2, the cascade response reinforces the boundary, foreign users are refused
+    (payments included) and the cell's own are not; calm seconds relax it."""
+    svc = _service(tmp_path, clock, cells=3)
+    try:
+        foreign, own = _foreign_and_own(svc, 10, 20)
+        for user in foreign + own:
+            assert svc.admission.check("profile", foreign=svc.boundary.arrive(user)) is None
+        clock.now += 1.0
+        report = svc.control.tick()
+        assert svc.control.isolation == pytest.approx(2 / 3)
+        assert svc.control.cascade_risk == pytest.approx(0.2)
+        assert report.patterns["cascade"] == pytest.approx(1.0)
+        assert svc.boundary.reinforced and _kinds(svc, "boundary_reinforcement") == ["activated"]
+        refusal = svc.admission.check("payments", foreign=svc.boundary.arrive(foreign[0]))
+        assert refusal is not None and refusal.defense == "boundary_reinforcement"
+        assert refusal.status == 503
+        assert svc.admission.check("payments", foreign=svc.boundary.arrive(own[0])) is None
+        for _ in range(6):
+            for user in own:
+                svc.boundary.arrive(user)
+            clock.now += 1.0
+            svc.control.tick()
+        assert not svc.boundary.reinforced
+        assert _kinds(svc, "boundary_reinforcement") == ["activated", "deactivated"]
+    finally:
+        svc.store.close()
+
+
+def test_boundary_reinforcement_switched_off_never_refuses(tmp_path: Path, clock: Clock) -> None:
+    """Off, the cascade is still measured and detected, but every user gets in."""
+    svc = _service(tmp_path, clock, cells=3)
+    try:
+        svc.set_switches({"boundary_reinforcement": False})
+        foreign, _ = _foreign_and_own(svc, 10, 0)
+        for user in foreign:
+            svc.boundary.arrive(user)
+        clock.now += 1.0
+        report = svc.control.tick()
+        assert svc.control.cascade_risk == pytest.approx(0.6)
+        assert "pattern:cascade" in report.active
+        assert not svc.boundary.reinforced
+        assert svc.admission.check("profile", foreign=svc.boundary.arrive(foreign[0])) is None
+        assert _kinds(svc, "boundary_reinforcement") == []
+    finally:
+        svc.store.close()
+
+
+def test_failing_shared_polls_are_cascade_risk(tmp_path: Path, clock: Clock) -> None:
+    """Half the polls of the dependency every cell shares failed: cascade risk 0.2."""
+    svc = _service(tmp_path, clock)
+    try:
+        svc.shared["attempts"] += 10
+        svc.shared["failures"] += 5
+        clock.now += 1.0
+        svc.control.tick()
+        assert svc.control.isolation == 1.0
+        assert svc.control.cascade_risk == pytest.approx(0.2)
+    finally:
+        svc.store.close()

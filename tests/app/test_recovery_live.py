@@ -196,7 +196,8 @@ def test_repeated_relapses_hold_ingress_until_an_operator_resumes(system: Runnin
     users = users_of(system.cells, 0, 5, "held")
     time.sleep(3.0)  # longer than a whole recovery takes here: nothing restores traffic
     assert _profiles(system, users)[503] == 5
-    assert system.admin("GET", "/admin/metastable").json()["recovery"]["0"] == "manual"
+    held = system.admin("GET", "/admin/metastable").json()
+    assert held["recovery"]["0"] == "manual" and held["manual_intervention"] == [0]
     # Payments (critical) still get in while the cell waits for its operator.
     paid = httpx.post(
         f"{system.url}/users/{users[0]}/payments",

@@ -212,3 +212,36 @@ def test_snapshot_and_reset(clock: FakeClock, events: EventLog) -> None:
     assert loop.snapshot()["active"] == ["phase_defenses"]
     loop.reset()
     assert loop.snapshot()["active"] == []
+
+
+def test_cascade_risk_reinforces_boundaries(clock: FakeClock, events: EventLog) -> None:
+    """Cascade risk at the seed's alert level (0.1) is a cascade forming: reinforce."""
+    reinforced: list[bool] = []
+    loop = make_loop(clock, events, on_reinforce=reinforced.append)
+    report = loop.tick(LoopInputs(load=0.3, p50_ms=10, p99_ms=30, cascade_risk=0.1))
+    assert report.patterns["cascade"] == pytest.approx(0.5)
+    assert "pattern:cascade" in report.active and reinforced == [True]
+    for _ in range(5):
+        loop.tick(CALM)
+    assert reinforced == [True, False]
+
+
+def test_boundaries_stay_reinforced_while_a_cascade_outlives_the_phase_defenses(
+    clock: FakeClock, events: EventLog
+) -> None:
+    """Phase defenses ending do not relax boundaries the cascade response still needs."""
+    reinforced: list[bool] = []
+    loop = make_loop(clock, events, on_reinforce=reinforced.append)
+    cascading = LoopInputs(load=0.3, p50_ms=10, p99_ms=30, cascade_risk=0.3)
+    near_and_cascading = LoopInputs(
+        load=0.8, p50_ms=10, p99_ms=200, cache_hit_rate=0.95, cascade_risk=0.3
+    )
+    loop.tick(near_and_cascading)
+    assert {"phase_defenses", "pattern:cascade"} <= set(loop.active())
+    for _ in range(5):
+        loop.tick(cascading)  # phase risk calm, cascade still there
+    assert "phase_defenses" not in loop.active() and "pattern:cascade" in loop.active()
+    assert reinforced[-1] is True
+    for _ in range(5):
+        loop.tick(CALM)
+    assert reinforced[-1] is False
