@@ -82,13 +82,19 @@ NOTE_EVERY_SECONDS = 5.0
 EVENT_HISTORY = 2000
 POPULAR = {"items": ["popular-1", "popular-2", "popular-3"], "degraded": True}
 # The breaker on the poll of the configuration every cell shares (hosted by the gateway).
-# It judges by failure rate (half of at least 20 polls in its 60 s window), not by 5
-# consecutive failures: pollers retrying every 200 ms make 5 failures of a quarter-second
-# blip, which would measure their retry cadence rather than the dependency's health. A
-# sustained outage trips it once failures outnumber the window's successes (6-17 s from a
-# healthy window with 8 or 1 pollers per cell); a 3 s blip does not.
 SHARED_BREAKER = "shared_config"
-SHARED_BREAKER_CONFIG = BreakerConfig(failure_threshold=0)
+# Dependencies whose callers have no fallback for every call: a profile computation has
+# nothing to serve when the database is refused (only an expired entry, if one is left).
+NO_FALLBACK: frozenset[str] = frozenset({"database"})
+# Breakers of the database and of the shared-config poll judge by failure rate (half of at
+# least 20 calls in their 60 s window), not by 5 consecutive failures. Many concurrent
+# callers (users' misses queueing at a database of a few workers; pollers retrying every
+# 200 ms) make 5 consecutive failures out of a blip of a fraction of a second, and with no
+# fallback a trip turns a slow database into a failed one: measured, the thundering-herd
+# experiment's defended run failed 37% of users that way. A sustained failure still trips
+# them: a failing database in about 20 calls, a shared outage once failures outnumber the
+# window's successes (6-17 s from a healthy window with 8 or 1 pollers per cell).
+RATE_ONLY = BreakerConfig(failure_threshold=0)
 # The seed's coalescer: when the cells' load correlates above 0.5, a computation starts after
 # a random 0-100 ms, so synchronized misses do not reach the database in the same instant.
 PRECOMPUTE_JITTER_CORRELATION = 0.5
@@ -165,7 +171,10 @@ class CellService:
         # so it serves the fallback.
         self.breakers = {
             name: CircuitBreaker(
-                f"cell{index}.{name}", BreakerConfig(), clock=clock, events=self.events
+                f"cell{index}.{name}",
+                RATE_ONLY if name in NO_FALLBACK else BreakerConfig(),
+                clock=clock,
+                events=self.events,
             )
             for name in self.dependencies
         }
@@ -174,7 +183,7 @@ class CellService:
         self.shared_breaker: CircuitBreaker | None = (
             CircuitBreaker(
                 f"cell{index}.{SHARED_BREAKER}",
-                SHARED_BREAKER_CONFIG,
+                RATE_ONLY,
                 clock=clock,
                 events=self.events,
             )
@@ -361,6 +370,15 @@ class CellService:
     def all_breakers(self) -> list[CircuitBreaker]:
         return list(self.named_breakers().values())
 
+    def loop_breakers(self) -> list[CircuitBreaker]:
+        """The breakers the control loop drives: those whose callers all have a fallback.
+
+        EMERGENCY and the phase defenses' forced half-open reject calls pre-emptively, to
+        serve the fallback; a breaker whose callers have none (the database) trips only on
+        what it sees. The shared-config poll's answer to synchronization is jitter.
+        """
+        return [b for name, b in self.breakers.items() if name not in NO_FALLBACK]
+
     def _trip_listener(
         self, name: str
     ) -> Callable[[CircuitBreaker, BreakerState, BreakerState, str], None]:
@@ -534,7 +552,7 @@ class CellService:
         if entry is None:
             return None
         self.stale_fallbacks += 1
-        self._note("circuit_breaker", "database path failing: served expired profiles stale")
+        self._note("stale_fallback", "database path failing: served expired profiles stale")
         return Reply(200, {**entry.value, "cell": self.index, "cache": "stale"})
 
     async def _load_profile(self, user_id: str) -> dict[str, str]:

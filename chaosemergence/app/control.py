@@ -174,9 +174,7 @@ class CellControl:
         )
         self.stampede = StampedeDetector(events=events)
         self.loop = ControlLoop(
-            # The breakers of user requests' dependencies: the shared-config poll's breaker
-            # trips on failures only (its synchronization answer is the jitter defense's).
-            breakers=service.breakers.values(),
+            breakers=service.loop_breakers(),
             shedder=service.shedder,
             jitters=[service.jitter],
             metastable=self.metastable,

@@ -480,6 +480,8 @@ def create_gateway_app(
                 "metastable": any(c is not None for c in conditions.values()),
                 "cells": conditions,
                 "recovery": recovery,
+                # Cells whose recovery gave up and holds ingress for an operator.
+                "manual_intervention": [int(i) for i, p in recovery.items() if p == "manual"],
             }
         )
 

@@ -72,7 +72,7 @@ def test_failover_raises_cascade_risk_and_boundaries_are_reinforced(
         "cell 1's cascade risk at the seed's alert level",
     )
     assert risen["isolation_score"] < 0.9
-    assert risen["last"]["patterns"]["cascade"] >= 0.5
+    assert risen["loop"]["last"]["patterns"]["cascade"] >= 0.5
     found = [e for e in events(system, since, "boundary_reinforcement") if e["cell"] == 1]
     if reinforce:
         assert found and found[0]["kind"] == "activated", found
