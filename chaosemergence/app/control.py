@@ -21,8 +21,10 @@ Measurement choices (see docs/decisions.md):
   requests for users homed in another cell crossed a boundary (the gateway failed them
   over); ``cascade_risk`` is the seed's ``0.6 x cross-cell + 0.4 x shared resources``, where
   cross-cell is ``1 - isolation`` and shared resources the share of the cell's calls to the
-  dependency every cell shares (the configuration poll) that failed: a shared resource
-  failing under every cell at once is how trouble crosses cell boundaries without traffic.
+  dependency every cell shares (the configuration poll) that failed over the last 10 s (at
+  least 10 calls, or 0: one failed poll of two a second is not a cascade): a shared
+  resource failing under every cell at once is how trouble crosses cell boundaries
+  without traffic.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ TICK_SECONDS = 1.0
 MAX_GROWTH = 100.0
 USERS_WINDOW_SECONDS = 10.0
 CORRELATION_TTL_SECONDS = 5.0
+# The shared-resource part of the cascade risk: failed share of the shared-config polls over
+# this many ticks, counted only with at least SHARED_MIN_CALLS polls in them.
+SHARED_WINDOW_TICKS = 10
+SHARED_MIN_CALLS = 10
 METASTABLE_PERSISTENCE = 5
 # The staged recovery warms this many of the hottest keys, through the dependency that
 # computes them, at the pace its workers serve.
@@ -192,6 +198,7 @@ class CellControl:
         self.unhealthy_cells = 0.0
         self.isolation = 1.0
         self.cascade_risk = 0.0
+        self._shared: deque[tuple[float, float]] = deque(maxlen=SHARED_WINDOW_TICKS)
         self.alerts: deque[dict[str, Any]] = deque(maxlen=20)
         self.actions: dict[str, int] = {a.value: 0 for a in RecoveryAction}
         self.last_inputs: LoopInputs | None = None
@@ -238,10 +245,16 @@ class CellControl:
         }
         arrivals = self._delta("arrivals", svc.boundary.arrivals)
         foreign = self._delta("foreign", svc.boundary.foreign_arrivals)
-        shared_calls = self._delta("shared_calls", svc.shared["attempts"])
-        shared_failed = self._delta("shared_failed", svc.shared["failures"])
+        self._shared.append(
+            (
+                self._delta("shared_calls", svc.shared["attempts"]),
+                self._delta("shared_failed", svc.shared["failures"]),
+            )
+        )
+        shared_calls = sum(calls for calls, _ in self._shared)
+        shared_failed = sum(failed for _, failed in self._shared)
         self.isolation = isolation_score(foreign, arrivals)
-        shared_failing = shared_failed / shared_calls if shared_calls else 0.0
+        shared_failing = shared_failed / shared_calls if shared_calls >= SHARED_MIN_CALLS else 0.0
         self.cascade_risk = cascade_risk(1.0 - self.isolation, shared_failing)
         hot_hits = self._delta("hot_hits", svc.cache.hot_hits)
         hot_misses = self._delta("hot_misses", svc.cache.hot_misses)
@@ -390,6 +403,7 @@ class CellControl:
         self.unhealthy_cells = 0.0
         self.isolation = 1.0
         self.cascade_risk = 0.0
+        self._shared.clear()
         self.restart_measurement()
 
     def snapshot(self) -> dict[str, Any]:

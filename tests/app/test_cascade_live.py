@@ -67,16 +67,30 @@ def test_failover_raises_cascade_risk_and_boundaries_are_reinforced(
     # The orphans' requests fail over to cell 1 (next on the ring), mixed with its own users'.
     risen = wait_for(
         lambda: (_ask(system, orphans + own, 1), _loop(system, 1))[1],
-        lambda loop: loop["inputs"] is not None and loop["inputs"]["cascade_risk"] >= 0.1,
+        lambda loop: loop["inputs"] is not None and loop["isolation_score"] < 0.9,
         15,
-        "cell 1's cascade risk at the seed's alert level",
+        "failover traffic reaching cell 1",
     )
-    assert risen["isolation_score"] < 0.9
+    # Measured on that tick: cross-cell traffic is the seed's cascade risk.
+    assert risen["inputs"]["cascade_risk"] == pytest.approx(
+        0.6 * (1 - risen["isolation_score"]), abs=0.05
+    )
+    assert risen["inputs"]["cascade_risk"] >= 0.1  # the seed's alert level
     assert risen["loop"]["last"]["patterns"]["cascade"] >= 0.5
     found = [e for e in events(system, since, "boundary_reinforcement") if e["cell"] == 1]
     if reinforce:
         assert found and found[0]["kind"] == "activated", found
         assert "cascade" in found[0]["reason"]
+        # Cell 2 (next on the ring) gets what cell 1 refuses, and reinforces in turn.
+        wait_for(
+            lambda: [
+                cell_state(system, c)["state"]["boundary_reinforcement"]["reinforced"]
+                for c in (1, 2)
+            ],
+            all,
+            10,
+            "cells 1 and 2 reinforced",
+        )
         seen = _ask(system, orphans, 2)
         # Every cell that got them refused them: no failover load crosses a boundary.
         assert seen["200"] == 0 and seen["503 boundary_reinforcement"] >= 10, seen

@@ -263,14 +263,25 @@ def test_boundary_reinforcement_switched_off_never_refuses(tmp_path: Path, clock
 
 
 def test_failing_shared_polls_are_cascade_risk(tmp_path: Path, clock: Clock) -> None:
-    """Half the polls of the dependency every cell shares failed: cascade risk 0.2."""
+    """Half the polls of the dependency every cell shares failed over the last 10 s: cascade
+    risk 0.2; a lone failed poll is not counted, and the window forgets."""
     svc = _service(tmp_path, clock)
     try:
-        svc.shared["attempts"] += 10
-        svc.shared["failures"] += 5
+        svc.shared["attempts"] += 2
+        svc.shared["failures"] += 1
+        clock.now += 1.0
+        svc.control.tick()
+        assert svc.control.cascade_risk == 0.0  # 2 polls: too few to judge
+        svc.shared["attempts"] += 8
+        svc.shared["failures"] += 4
         clock.now += 1.0
         svc.control.tick()
         assert svc.control.isolation == 1.0
         assert svc.control.cascade_risk == pytest.approx(0.2)
+        for _ in range(10):
+            svc.shared["attempts"] += 2
+            clock.now += 1.0
+            svc.control.tick()
+        assert svc.control.cascade_risk == 0.0
     finally:
         svc.store.close()
