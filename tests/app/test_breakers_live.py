@@ -194,7 +194,8 @@ def test_the_shared_config_poll_goes_through_its_breaker(
         wait_for(
             lambda: [_breaker(system, c, "shared_config")["state"] for c in range(system.cells)],
             lambda states: all(s == "open" for s in states),
-            10,
+            # By failure rate: 20 polls at least, retried every 200 ms (longer under load).
+            30,
             "every cell's shared-config breaker open",
         )
         assert {e["cell"] for e in _trips(system, since, "shared_config")} == {0, 1, 2}
