@@ -17,6 +17,9 @@
 #    the gateway answers, the next refresh finds it and every cell, all scraped within about
 #    two seconds, long before the warm-up (14 s in ci, 30 s in weekly) ends and the first
 #    probe reads a window.
+#    The configuration comes from chaosemergence.observe.prometheus_config (the same as
+#    `chaosemergence serve --prometheus`) and evaluates the alert rules of
+#    chaosemergence/observe/alerts.yml, so the snapshot holds the run's ALERTS series.
 # 2. `.ci/run-experiment.sh EXPERIMENT PROFILE MODE` with CHAOSEMERGENCE_PROMETHEUS_URL set, so
 #    every probe with a Prometheus path (the windowed probes, latency_percentile) reads
 #    through it, and with a fresh CHAOSEMERGENCE_HOME and HOME (whose ~/.locust.conf asks
@@ -103,17 +106,10 @@ fi
 
 start_prometheus() { # $1: the folder for its config and log; its tsdb goes to $2
   local folder="$1" tsdb="$2" waited=0
-  cat >"$folder/prometheus.yml" <<EOF
-# Written by .ci/weekly.sh: scrape whatever the reference system's gateway lists.
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: chaosemergence
-    http_sd_configs:
-      - url: $url/targets
-        refresh_interval: 1s
-EOF
+  # The one configuration (chaosemergence/observe/prometheus_config.py): /targets every
+  # second, and the shipped alert rules evaluated (their state is in the TSDB snapshot).
+  "$venv/bin/python" -m chaosemergence.observe.prometheus_config "$url/targets" \
+    >"$folder/prometheus.yml"
   "$prometheus" --config.file="$folder/prometheus.yml" --storage.tsdb.path="$tsdb" \
     --web.listen-address="127.0.0.1:$prometheus_port" --web.enable-admin-api \
     --log.level=warn >"$folder/prometheus.log" 2>&1 &
