@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from chaosemergence.app.auth import AdminAuthMiddleware
 from chaosemergence.app.cell_app import json_body
+from chaosemergence.app.dashboard import dashboard_routes
 from chaosemergence.app.faults import validate_fault_request
 from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import BREAKER_STATE_VALUES, GatewayMetrics
@@ -697,6 +698,8 @@ def create_gateway_app(
         Route("/admin/increase", increase),
         Route("/admin/lost-writes", lost_writes),
     ]
+    # The live dashboard page and its data (behind the admin token): app/dashboard.py.
+    routes += dashboard_routes(token)
     return Starlette(
         routes=routes, middleware=[Middleware(AdminAuthMiddleware, token=token)], lifespan=lifespan
     )
