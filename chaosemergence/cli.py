@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -35,6 +36,9 @@ def _serve(args: argparse.Namespace) -> int:
     token_file = token_file_for_port(settings.port, settings.state_dir)
     token = load_or_create_token(token_file)
     supervisor = Supervisor(settings, token, settings.state_dir / f"run-{settings.port}")
+    prometheus = _start_prometheus(args, settings.host, settings.port, settings.state_dir)
+    if prometheus is False:
+        return 2
     try:
         supervisor.start()
         app = create_gateway_app(supervisor, token)
@@ -56,7 +60,34 @@ def _serve(args: argparse.Namespace) -> int:
         )
     finally:
         supervisor.stop()
+        if prometheus is not None:
+            prometheus.stop()
     return 0
+
+
+def _start_prometheus(args: argparse.Namespace, host: str, port: int, state_dir: Path) -> Any:
+    """`--prometheus`: a started LocalPrometheus; None without the flag; False on error."""
+    if not args.prometheus:
+        return None
+    from chaosemergence.observe.local_prometheus import LocalPrometheus, PrometheusUnavailable
+
+    try:
+        prometheus = LocalPrometheus(
+            f"http://{host}:{port}/targets",
+            args.prometheus_port,
+            state_dir / f"prometheus-{port}",
+            alertmanagers=args.alertmanager,
+        )
+        prometheus.start()
+    except (PrometheusUnavailable, OSError) as error:
+        print(f"chaosemergence serve: {error}", file=sys.stderr)
+        return False
+    print(
+        f"chaosemergence: prometheus on {prometheus.url} (alert rules loaded"
+        + (f", alerts to {', '.join(args.alertmanager)})" if args.alertmanager else ")"),
+        flush=True,
+    )
+    return prometheus
 
 
 def _leave_signals_to_uvicorn() -> None:
@@ -82,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="YAML/JSON file of settings overrides, e.g. "
         "'dependencies: {recommendations: {concurrency: 2}}' (see docs/architecture.md)",
+    )
+    serve.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run a local Prometheus on 127.0.0.1 scraping the system, with the alert "
+        "rules (needs the `prometheus` binary; docs/observability.md)",
+    )
+    serve.add_argument("--prometheus-port", type=int, default=9090, help="its port (default 9090)")
+    serve.add_argument(
+        "--alertmanager",
+        action="append",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --prometheus: send alerts to this Alertmanager (repeatable)",
     )
     args = parser.parse_args(argv)
     if args.command == "serve":
