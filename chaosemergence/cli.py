@@ -128,9 +128,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOST:PORT",
         help="with --prometheus: send alerts to this Alertmanager (repeatable)",
     )
+    report = commands.add_parser(
+        "report", help="one self-contained HTML report of journals (docs/report.md)"
+    )
+    report.add_argument("journals", nargs="+", help="journal.json files of the same experiment")
+    report.add_argument(
+        "-o", "--output", default=None, help="HTML file (default: the first journal's, .html)"
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "report":
+        from chaosemergence.report_html import report_command
+
+        return report_command(args.journals, args.output)
     return 2
 
 
