@@ -48,6 +48,11 @@ def _serve(args: argparse.Namespace) -> int:
             f"{settings.cells} cells; admin token in {token_file}",
             flush=True,
         )
+        print(
+            f"chaosemergence: live dashboard on http://{settings.host}:{settings.port}/dashboard"
+            " (it asks for the admin token; or `chaosemergence dashboard` in a terminal)",
+            flush=True,
+        )
         uvicorn.run(
             app,
             host=settings.host,
@@ -135,9 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument(
         "-o", "--output", default=None, help="HTML file (default: the first journal's, .html)"
     )
+    dashboard = commands.add_parser(
+        "dashboard", help="the defense-effectiveness view, live in the terminal (docs/dashboard.md)"
+    )
+    dashboard.add_argument(
+        "--url", default=None, help="gateway URL (default $CHAOSEMERGENCE_URL or :8080)"
+    )
+    dashboard.add_argument("--state-dir", default=None, help="where the admin token file is")
+    dashboard.add_argument("--once", action="store_true", help="print one frame and exit")
+    dashboard.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "dashboard":
+        from chaosemergence.terminal_dashboard import dashboard_command
+
+        return dashboard_command(args.url, args.state_dir, args.once, args.interval)
     if args.command == "report":
         from chaosemergence.report_html import report_command
 

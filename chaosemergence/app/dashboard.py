@@ -378,6 +378,7 @@ class Dashboard:
                 "cell": int(index),
                 "removed": bool(body.get("jitter_removed")),
                 "effective_factor": _f((body.get("jitter") or {}).get("effective_factor")),
+                "raised": bool((body.get("jitter") or {}).get("maximum")),
                 "naive_timers": bool((body.get("timers") or {}).get("naive")),
             }
             for index, body in sorted(bodies.items(), key=lambda kv: int(kv[0]))
@@ -559,7 +560,7 @@ class Dashboard:
                 "name": "jitter",
                 "label": "Jitter injection",
                 "on": on("jitter"),
-                "acting": sync["correlation"] > 0 and not removed,
+                "acting": any(j["raised"] for j in sync["jitter"]),
                 "detail": (
                     "all timers randomized"
                     if not removed
