@@ -20,9 +20,12 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # The journal decides (chaos exits 0 on a failed action), so the verdict runs either way.
+# The HTML report (charts of the run's timeline, docs/report.md) goes next to the journal.
+REPORT ?= $(basename $(JOURNAL)).html
 run: venv
 	-$(CHAOS) --no-version-check run --journal-path $(JOURNAL) \
 		--var-file .ci/profiles/$(PROFILE).yaml $(EXPERIMENT)
+	-@$(VENV)/bin/chaosemergence report $(JOURNAL) -o $(REPORT)
 	@$(PY) -m chaosemergence.verdict $(JOURNAL)
 
 test: venv
