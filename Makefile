@@ -25,7 +25,7 @@ REPORT ?= $(basename $(JOURNAL)).html
 run: venv
 	-$(CHAOS) --no-version-check run --journal-path $(JOURNAL) \
 		--var-file .ci/profiles/$(PROFILE).yaml $(EXPERIMENT)
-	-@$(VENV)/bin/chaosemergence report $(JOURNAL) -o $(REPORT)
+	-@$(PY) -m chaosemergence.cli report $(JOURNAL) -o $(REPORT)
 	@$(PY) -m chaosemergence.verdict $(JOURNAL)
 
 test: venv
