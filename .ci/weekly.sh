@@ -35,6 +35,8 @@
 #    `promtool tsdb dump` or a Prometheus started on it). The journal, the chaostoolkit log
 #    and run-*.json stay beside the folders, where .ci/run-experiment.sh writes them, so
 #    `python -m chaosemergence.report $RESULTS_DIR` reads them.
+# 4. After the last mode: $RESULTS_DIR/report-<experiment>.html, the HTML report of the modes'
+#    journals overlaid on one time axis (`chaosemergence report`, docs/report.md).
 #
 # Exit 0: every mode gave its right verdict; 1: at least one did not (all modes still run);
 # 2: usage error, or Prometheus or the port could not be set up.
@@ -190,6 +192,19 @@ for mode in "${modes[@]}"; do
   verdicts[$mode]="${verdict:-no verdict (run-experiment.sh exited $status)}"
   [[ $status -eq 0 ]] || wrong+=("$mode")
 done
+
+# One HTML report of the modes' journals, overlaid on one time axis (docs/report.md); a
+# report that cannot be written never changes the week's verdict.
+journals=()
+for mode in "${modes[@]}"; do
+  if [[ -s "$results/journal-$name-$mode.json" ]]; then
+    journals+=("$results/journal-$name-$mode.json")
+  fi
+done
+if [[ ${#journals[@]} -gt 0 ]]; then
+  "$venv/bin/python" -m chaosemergence.cli report "${journals[@]}" \
+    -o "$results/report-$name.html" >&2 || echo "weekly: could not write the HTML report" >&2
+fi
 
 echo "=== weekly: $name ($profile)" >&2
 for mode in "${modes[@]}"; do
