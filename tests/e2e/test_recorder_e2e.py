@@ -3,6 +3,7 @@ the method's marks, the defenses' activations, progress lines, and the HTML repo
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -61,7 +62,7 @@ def test_journal_holds_a_series_sampled_every_second_over_the_method(
     times = [s["t"] for s in samples]
     assert times == sorted(times)
     # About every second: the recorded timestamps, one per interval (a slow read skips a slot).
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert timeline["interval"] == 1.0
     assert 0.9 <= statistics.median(gaps) <= 1.5, gaps
     # The series covers the whole method, with a sample for (nearly) every second of it.
