@@ -190,10 +190,8 @@ class Dashboard:
         samples: list[dict[str, Any]] = increase.get("samples") or []
         gateway = state.get("gateway") or {}
         cells: list[dict[str, Any]] = state.get("cells") or []
-        bodies = {
-            str(c["index"]): (c.get("state") if isinstance(c.get("state"), dict) else None)
-            for c in cells
-        }
+        # A cell that is down (or did not answer) has {"error": ...} or nothing: no state.
+        bodies = {str(c["index"]): _cell_body(c) for c in cells}
         requests, radius = _percent_failed(samples)
         p99 = histogram_quantile(0.99, bucket_counts(samples, "emergence_request_duration_seconds"))
         system = {
@@ -705,6 +703,13 @@ class Dashboard:
                     return dict(incident)
                 return None
         return None
+
+
+def _cell_body(entry: dict[str, Any]) -> dict[str, Any] | None:
+    body = entry.get("state")
+    if not isinstance(body, dict) or "error" in body:
+        return None
+    return body
 
 
 def _breaker_row(

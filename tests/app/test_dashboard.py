@@ -304,12 +304,16 @@ def test_frames_survive_a_dead_cell_and_count_what_coalescing_saved() -> None:
             "cells": [
                 {"index": 0, "alive": True, "state": body},
                 {"index": 1, "alive": False, "state": None},
+                {"index": 2, "alive": False, "state": {"error": "cell is down"}},
             ],
         }
 
     first = dashboard.assemble(state(10), {"events": []}, {"samples": []})
     assert first["cascade"]["cells_up"] == 1
-    assert first["metastable"]["cells"][1]["stage"] == "down"
+    for cell in (1, 2):
+        assert first["metastable"]["cells"][cell]["stage"] == "down"
+        assert first["complexity"]["cells"][cell]["alive"] is False
+        assert first["breakers"]["cells"][cell]["p99_ms"] is None
     now[0] = 1002.0
     event = {
         "cell": 0,
