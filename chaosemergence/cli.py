@@ -140,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument(
         "-o", "--output", default=None, help="HTML file (default: the first journal's, .html)"
     )
+    report.add_argument(
+        "--chart",
+        default=None,
+        help="write only this chart, as an SVG file: p99_ms, error_rate_pct, "
+        "failure_radius_pct or retry_amplification",
+    )
     dashboard = commands.add_parser(
         "dashboard", help="the defense-effectiveness view, live in the terminal (docs/dashboard.md)"
     )
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from chaosemergence.report_html import report_command
 
-        return report_command(args.journals, args.output)
+        return report_command(args.journals, args.output, args.chart)
     return 2
 
 

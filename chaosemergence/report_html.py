@@ -30,11 +30,13 @@ from chaosemergence.score import RunScore, score_run
 from chaosemergence.verdict import judge
 
 __all__ = [
+    "CHARTS",
     "ReportRun",
     "load_report_run",
     "mode_of",
     "render_html",
     "report_command",
+    "standalone_chart",
     "write_report",
 ]
 
@@ -189,6 +191,7 @@ def _marks(runs: list[ReportRun], axis: Axis, labels: bool) -> list[str]:
     """The method's actions (dashed lines) and defense activations (ticks at the bottom)."""
     parts: list[str] = []
     base = HEIGHT - BOTTOM
+    named: list[tuple[float, str]] = []  # the first run's actions, labelled above the chart
     for row, run in enumerate(runs):
         timeline = run.timeline or {}
         for mark in timeline.get("marks") or []:
@@ -203,10 +206,7 @@ def _marks(runs: list[ReportRun], axis: Axis, labels: bool) -> list[str]:
                 f"({_e(mark.get('status'))})</title></line>"
             )
             if labels and row == 0 and kind == "action":
-                parts.append(
-                    f'<text class="marklabel" x="{x + 3:.1f}" y="{TOP - 4}">'
-                    f"{_e(mark.get('name'))}</text>"
-                )
+                named.append((x, str(mark.get("name"))))
         for event in timeline.get("events") or []:
             if event.get("kind") != "activated" or not isinstance(event.get("at"), int | float):
                 continue
@@ -222,6 +222,17 @@ def _marks(runs: list[ReportRun], axis: Axis, labels: bool) -> list[str]:
                 f"{_e(event.get('cell'))} at {seconds:+.1f} s: {_e(event.get('reason'))}</title>"
                 "</path>"
             )
+    # Actions close together (a method's first steps often are) share one label.
+    groups: list[tuple[float, list[str]]] = []
+    for x, name in sorted(named):
+        if groups and x - groups[-1][0] < 60:
+            groups[-1][1].append(name)
+        else:
+            groups.append((x, [name]))
+    for x, names in groups:
+        parts.append(
+            f'<text class="marklabel" x="{x + 3:.1f}" y="{TOP - 4}">{_e(" + ".join(names))}</text>'
+        )
     return parts
 
 
@@ -538,6 +549,16 @@ def _legend(runs: list[ReportRun]) -> str:
     )
 
 
+# The timeline's charts: title, sample key, unit, the probes whose tolerance is drawn on it.
+CHARTS: list[tuple[str, str, str, list[str]]] = [
+    ("p99 latency users see", "p99_ms", "ms", ["latency_percentile"]),
+    ("Error rate: requests answered with an error", "error_rate_pct", "%", []),
+    ("Failure radius: requests users saw fail", "failure_radius_pct", "%",
+     ["measure_failure_radius"]),
+    ("Retry amplification: dependency attempts per request", "retry_amplification", "x", []),
+]  # fmt: skip
+
+
 def _cells_up(sample: dict[str, Any]) -> Any:
     return sample.get("cells_up")
 
@@ -596,16 +617,8 @@ def render_html(runs: list[ReportRun]) -> str:
             f"each point over the last {_e(window)} s (the probes' own figures). t = 0 is the "
             "start of each run's method, so the runs line up.</p>"
         )
-        p99_limit = _limit(runs, ["latency_percentile"])
-        radius_limit = _limit(runs, ["measure_failure_radius"])
-        charts = [
-            ("p99 latency users see", "p99_ms", "ms", p99_limit),
-            ("Error rate: requests answered with an error", "error_rate_pct", "%", None),
-            ("Failure radius: requests users saw fail", "failure_radius_pct", "%", radius_limit),
-            ("Retry amplification: dependency attempts per request", "retry_amplification",
-             "x", None),
-        ]  # fmt: skip
-        for index, (name, key, unit, limit) in enumerate(charts):
+        for index, (name, key, unit, funcs) in enumerate(CHARTS):
+            limit = _limit(runs, funcs) if funcs else None
             body.append(line_chart(name, key, unit, runs, axis, limit, labels=index == 0))
         body.append(line_chart("Cells up", "cells_up", "", runs, axis, value=_cells_up))
         body += [health_strip(run, axis) for run in runs if run.samples]
@@ -631,6 +644,41 @@ def render_html(runs: list[ReportRun]) -> str:
     )
 
 
+def standalone_chart(runs: list[ReportRun], key: str) -> str:
+    """One chart of the report as an SVG file of its own (e.g. for a README), with a legend."""
+    charts = {chart[1]: chart for chart in CHARTS}
+    if key not in charts:
+        raise ValueError(f"chart must be one of {', '.join(charts)}, got {key!r}")
+    _distinct_colors(runs)
+    axis = _axis(runs)
+    if axis is None:
+        raise ValueError("these journals hold no timeline to chart")
+    name, _, unit, funcs = charts[key]
+    chart = line_chart(name, key, unit, runs, axis, _limit(runs, funcs), labels=True)
+    legend = "".join(
+        f'<tspan fill="{run.color}" dx="{14 if i else 0}">&#9632; {_e(run.label)}</tspan>'
+        for i, run in enumerate(runs)
+    )
+    svg_style = "".join(line[4:] for line in STYLE.splitlines() if line.startswith("svg ."))
+    return (
+        chart.replace(
+            '<svg class="chart"',
+            '<svg xmlns="http://www.w3.org/2000/svg" class="chart"',
+            1,
+        )
+        .replace(
+            "</svg>",
+            f'<text class="tick" x="{WIDTH - RIGHT}" y="12" text-anchor="end">{legend}</text>'
+            f"<style>{svg_style}.series{{fill:none}}</style></svg>",
+        )
+        .replace(
+            f'aria-label="{_e(name)}">',
+            f'aria-label="{_e(name)}"><rect width="100%" height="100%" fill="#fff"/>',
+            1,
+        )
+    )
+
+
 def write_report(journals: list[Path], output: Path) -> Path:
     """Read `journals`, write the HTML report to `output`; its path."""
     runs = [load_report_run(path, index) for index, path in enumerate(journals)]
@@ -638,12 +686,18 @@ def write_report(journals: list[Path], output: Path) -> Path:
     return output
 
 
-def report_command(journals: list[str], output: str | None) -> int:
-    """`chaosemergence report`: write the report, print its path (exit 2 on unreadable input)."""
+def report_command(journals: list[str], output: str | None, chart: str | None = None) -> int:
+    """`chaosemergence report`: write the report (or with `chart`, that one chart as SVG), print
+    its path; exit 2 on unreadable input."""
     paths = [Path(j) for j in journals]
-    target = Path(output) if output else paths[0].with_suffix(".html")
+    target = Path(output) if output else paths[0].with_suffix(".svg" if chart else ".html")
     try:
-        written = write_report(paths, target)
+        if chart:
+            runs = [load_report_run(path, index) for index, path in enumerate(paths)]
+            target.write_text(standalone_chart(runs, chart), encoding="utf-8")
+            written = target
+        else:
+            written = write_report(paths, target)
     except (OSError, ValueError) as error:
         print(f"chaosemergence report: {error}", file=sys.stderr)
         return 2
