@@ -656,7 +656,8 @@ def standalone_chart(runs: list[ReportRun], key: str) -> str:
     name, _, unit, funcs = charts[key]
     chart = line_chart(name, key, unit, runs, axis, _limit(runs, funcs), labels=True)
     legend = "".join(
-        f'<tspan fill="{run.color}" dx="{14 if i else 0}">&#9632; {_e(run.label)}</tspan>'
+        f'<tspan fill="{run.color}" dx="{14 if i else 0}">&#9632; '
+        f"{_e(run.label.split(' (')[0])}</tspan>"
         for i, run in enumerate(runs)
     )
     svg_style = "".join(line[4:] for line in STYLE.splitlines() if line.startswith("svg ."))

@@ -210,6 +210,19 @@ def test_cli_writes_the_report_and_prints_its_path(
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == f"report: {out.resolve()}"
     assert 'data-key="p99_ms"' in out.read_text()
+    svg = tmp_path / "p99.svg"
+    charted = subprocess.run(
+        [sys.executable, "-m", "chaosemergence.cli", "report", *map(str, journals),
+         "--chart", "p99_ms", "-o", str(svg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert charted.returncode == 0, charted.stderr
+    chart = svg.read_text()
+    assert chart.startswith('<svg xmlns="http://www.w3.org/2000/svg" class="chart"')
+    assert chart.count('class="series"') == 2 and "defenses off" in chart
     missing = subprocess.run(
         [sys.executable, "-m", "chaosemergence.cli", "report", str(tmp_path / "nope.json")],
         capture_output=True,
