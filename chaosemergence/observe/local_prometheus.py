@@ -31,9 +31,14 @@ class PrometheusUnavailable(RuntimeError):
     """No prometheus binary, or it would not start."""
 
 
+# Resolved in the parent: the child, between fork and exec, only makes the call.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # SIGTERM when the thread that started it ends: `serve` starts it from its main thread.
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 class LocalPrometheus:
