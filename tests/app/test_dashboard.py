@@ -55,11 +55,12 @@ def _chromium() -> str:
     return path
 
 
-def _artifacts(tmp_path: Path) -> Path:
+def _artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     base = os.environ.get("CHAOSEMERGENCE_ARTIFACTS")
     directory = (Path(base) if base else tmp_path) / "dashboard"
     directory.mkdir(parents=True, exist_ok=True)
-    print(f"dashboard screenshots in {directory}")
+    with capsys.disabled():  # shown even when pytest captures output
+        print(f"\ndashboard screenshots in {directory}")
     return directory
 
 
@@ -107,13 +108,13 @@ def test_dashboard_data_needs_the_admin_token(clean_system: RunningSystem) -> No
 
 
 def test_page_renders_every_view_and_shows_a_fault(
-    clean_system: RunningSystem, tmp_path: Path
+    clean_system: RunningSystem, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     chromium = _chromium()
     from playwright.sync_api import sync_playwright
 
     system = clean_system
-    artifacts = _artifacts(tmp_path)
+    artifacts = _artifacts(tmp_path, capsys)
     users = [f"dash-user-{i}" for i in range(60)]
     outside: list[str] = []
     errors: list[str] = []
