@@ -18,6 +18,7 @@ first watcher does (the incident timeline does not: the cells keep their events)
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -36,6 +37,8 @@ from chaosemergence.defenses.shedding import CRITICAL_FEATURES, EMERGENCY, GREEN
 from chaosemergence.measure import bucket_counts, histogram_quantile, samples_total
 
 __all__ = ["FRAME_SECONDS", "Dashboard", "dashboard_routes", "describe_event"]
+
+logger = logging.getLogger("chaosemergence.dashboard")
 
 #: A frame is reused by every poll within this many seconds.
 FRAME_SECONDS = 1.0
@@ -772,7 +775,14 @@ def dashboard_routes(token: str) -> list[Route]:
         )
 
     async def data_endpoint(request: Request) -> Response:
-        return JSONResponse(await dashboard.frame(request.app))
+        try:
+            return JSONResponse(await dashboard.frame(request.app))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+            logger.exception("dashboard frame failed")
+            return JSONResponse(
+                {"error": f"dashboard frame failed: {type(error).__name__}: {error}"},
+                status_code=503,
+            )
 
     return [
         Route("/dashboard", page_endpoint, methods=["GET"]),
