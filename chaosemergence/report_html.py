@@ -527,9 +527,11 @@ def _score_tables(runs: list[ReportRun]) -> list[str]:
         )
         for part in run.score.probes:
             room = "—" if part.headroom is None else f"{part.headroom:.0%}"
+            ran = part.why != "not judged after the method"
+            shown = format_value(part.value) if ran else "not run"
             tolerance = _format_tolerance(part.tolerance) if part.tolerance is not None else "—"
             parts.append(
-                f"<tr><td>{_e(part.name)}</td><td>{_e(format_value(part.value))}</td>"
+                f"<tr><td>{_e(part.name)}</td><td>{_e(shown)}</td>"
                 f"<td>{_e(tolerance)}</td><td>{part.weight:g}</td>"
                 f'<td class="{"ok" if part.held else "bad"}">{"yes" if part.held else "no"}</td>'
                 f"<td>{room}</td><td>{part.credit:.2f}</td><td>{_e(part.why)}</td></tr>"
