@@ -39,7 +39,7 @@ bench: venv
 	$(PY) -m chaosemergence.bench
 
 clean:
-	rm -rf $(VENV) journal*.json chaostoolkit.log .pytest_cache
+	rm -rf $(VENV) journal*.json journal*.html chaostoolkit.log .pytest_cache
 
 # The README's table of measured figures, from the journals .ci/run-experiment.sh left in
 # $(RESULTS_DIR) (docs/weekly.md).
