@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chaosemergence.controls.recorder import TIMELINE_NAME
-from chaosemergence.report_html import load_report_run, mode_of, render_html
+from chaosemergence.report_html import load_report_run, mode_of, render_html, standalone_chart
 from chaosemergence.score import score_run
 
 T0 = 1_800_000_000.0  # the method starts here in both runs (t = 0 on the report's axis)
@@ -258,3 +258,15 @@ def test_two_runs_of_one_mode_get_different_colors(tmp_path: Path) -> None:
 def test_score_is_deterministic_on_a_copy(journals: tuple[Path, Path]) -> None:
     journal = json.loads(journals[0].read_text())
     assert score_run(copy.deepcopy(journal)) == score_run(journal)
+
+
+def test_the_readme_chart_is_drawn_from_the_committed_real_journals() -> None:
+    """docs/report/flagship-p99-on-vs-off.svg is what `chaosemergence report --chart p99_ms`
+    draws from the two journals beside it, whose series the recorder sampled in real runs."""
+    folder = Path(__file__).resolve().parent.parent / "docs" / "report"
+    paths = [folder / f"journal-validate-emergence-defenses-{mode}.json" for mode in ("on", "off")]
+    runs = [load_report_run(path, i) for i, path in enumerate(paths)]
+    assert [run.mode for run in runs] == ["on", "off"]
+    assert all(len(run.samples) >= 30 for run in runs)
+    assert [run.verdict for run in runs] == [True, True], [run.why for run in runs]
+    assert standalone_chart(runs, "p99_ms") == (folder / "flagship-p99-on-vs-off.svg").read_text()
