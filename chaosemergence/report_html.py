@@ -47,6 +47,7 @@ JOURNAL_NAME = re.compile(r"journal-.+-(?P<mode>on|off|cut)\.json$")
 # Chart geometry (SVG user units).
 WIDTH, HEIGHT = 920, 210
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 26, 30
+LABEL_CHAR = 5.6  # width of one character of a mark's label (10px sans-serif), about
 
 
 @dataclass
@@ -222,10 +223,10 @@ def _marks(runs: list[ReportRun], axis: Axis, labels: bool) -> list[str]:
                 f"{_e(event.get('cell'))} at {seconds:+.1f} s: {_e(event.get('reason'))}</title>"
                 "</path>"
             )
-    # Actions close together (a method's first steps often are) share one label.
+    # Actions whose labels would overlap (a method's first steps often are close) share one.
     groups: list[tuple[float, list[str]]] = []
     for x, name in sorted(named):
-        if groups and x - groups[-1][0] < 60:
+        if groups and x < groups[-1][0] + LABEL_CHAR * len(" + ".join(groups[-1][1])) + 8:
             groups[-1][1].append(name)
         else:
             groups.append((x, [name]))
@@ -264,6 +265,8 @@ def line_chart(
                 highest = max(highest, number)
         series.append((run, points))
     top = _nice_max(highest * 1.08 if highest else 1.0)
+    if unit == "%" and highest <= 100:
+        top = min(top, 100.0)  # a share never needs more room than all of it
     parts = [
         f'<svg class="chart" data-key="{_e(key)}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{_e(title)}">',
