@@ -18,10 +18,11 @@ seconds (1 by default) through the admin API, with a `timeout` on every call:
 - `/admin/events?since=`: every defense activation and deactivation, as it happens.
 
 The control's activity hooks mark when each activity of the hypotheses, the method and the
-rollbacks started and ended. At the end, the timeline goes into the journal's `extensions`
-list as `{"name": "chaosemergence-timeline", ...}` (`timeline_of(journal)` finds it), where
-`chaosemergence report` draws it. Every few seconds (`progress_every`) the thread logs one
-progress line: the current activity, elapsed and remaining time, live p99 and failure radius.
+rollbacks started and ended. At the end (after one last sample), the timeline goes into the
+journal's `extensions` list as `{"name": "chaosemergence-timeline", ...}` (`timeline_of(journal)`
+finds it), where `chaosemergence report` draws it. Every few seconds (`progress_every`) the
+thread logs one progress line: the current activity, elapsed and remaining time, live p99 and
+failure radius.
 
 The recorder can never fail or hang a run: every call is bounded, every error is counted
 and logged, never raised, and the thread is stopped (joined with a timeout) at the end and
@@ -220,7 +221,7 @@ class Recorder:
             if self._stop.wait(max(0.0, delay)):
                 break
 
-    def tick(self) -> None:
+    def tick(self, progress: bool = True) -> None:
         """Take one sample (and log progress when due); never raises."""
         try:
             self._sample()
@@ -229,7 +230,8 @@ class Recorder:
             self.last_error = f"{type(error).__name__}: {error}"
             logger.debug("recorder: sample failed: %s", self.last_error)
         try:
-            self._progress()
+            if progress:
+                self._progress()
         except Exception as error:
             logger.debug("recorder: progress line failed: %s", error)
 
@@ -516,6 +518,9 @@ def after_experiment_control(context: Experiment, state: Journal, **kwargs: Any)
         return
     try:
         recorder.stop(timeout=recorder.interval + 12.0)
+        if not recorder.running:
+            # One last sample, so the series reaches past the rollbacks (each read bounded).
+            recorder.tick(progress=False)
         timeline = recorder.timeline()
         if isinstance(state, dict):
             extensions = state.get("extensions")
