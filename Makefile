@@ -20,9 +20,12 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # The journal decides (chaos exits 0 on a failed action), so the verdict runs either way.
+# The HTML report (charts of the run's timeline, docs/report.md) goes next to the journal.
+REPORT ?= $(basename $(JOURNAL)).html
 run: venv
 	-$(CHAOS) --no-version-check run --journal-path $(JOURNAL) \
 		--var-file .ci/profiles/$(PROFILE).yaml $(EXPERIMENT)
+	-@$(PY) -m chaosemergence.cli report $(JOURNAL) -o $(REPORT)
 	@$(PY) -m chaosemergence.verdict $(JOURNAL)
 
 test: venv
@@ -36,7 +39,7 @@ bench: venv
 	$(PY) -m chaosemergence.bench
 
 clean:
-	rm -rf $(VENV) journal*.json chaostoolkit.log .pytest_cache
+	rm -rf $(VENV) journal*.json journal*.html chaostoolkit.log .pytest_cache
 
 # The README's table of measured figures, from the journals .ci/run-experiment.sh left in
 # $(RESULTS_DIR) (docs/weekly.md).

@@ -17,6 +17,9 @@
 #    the gateway answers, the next refresh finds it and every cell, all scraped within about
 #    two seconds, long before the warm-up (14 s in ci, 30 s in weekly) ends and the first
 #    probe reads a window.
+#    The configuration comes from chaosemergence.observe.prometheus_config (the same as
+#    `chaosemergence serve --prometheus`) and evaluates the alert rules of
+#    chaosemergence/observe/alerts.yml, so the snapshot holds the run's ALERTS series.
 # 2. `.ci/run-experiment.sh EXPERIMENT PROFILE MODE` with CHAOSEMERGENCE_PROMETHEUS_URL set, so
 #    every probe with a Prometheus path (the windowed probes, latency_percentile) reads
 #    through it, and with a fresh CHAOSEMERGENCE_HOME and HOME (whose ~/.locust.conf asks
@@ -32,6 +35,8 @@
 #    `promtool tsdb dump` or a Prometheus started on it). The journal, the chaostoolkit log
 #    and run-*.json stay beside the folders, where .ci/run-experiment.sh writes them, so
 #    `python -m chaosemergence.report $RESULTS_DIR` reads them.
+# 4. After the last mode: $RESULTS_DIR/report-<experiment>.html, the HTML report of the modes'
+#    journals overlaid on one time axis (`chaosemergence report`, docs/report.md).
 #
 # Exit 0: every mode gave its right verdict; 1: at least one did not (all modes still run);
 # 2: usage error, or Prometheus or the port could not be set up.
@@ -103,17 +108,10 @@ fi
 
 start_prometheus() { # $1: the folder for its config and log; its tsdb goes to $2
   local folder="$1" tsdb="$2" waited=0
-  cat >"$folder/prometheus.yml" <<EOF
-# Written by .ci/weekly.sh: scrape whatever the reference system's gateway lists.
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: chaosemergence
-    http_sd_configs:
-      - url: $url/targets
-        refresh_interval: 1s
-EOF
+  # The one configuration (chaosemergence/observe/prometheus_config.py): /targets every
+  # second, and the shipped alert rules evaluated (their state is in the TSDB snapshot).
+  "$venv/bin/python" -m chaosemergence.observe.prometheus_config "$url/targets" \
+    >"$folder/prometheus.yml"
   "$prometheus" --config.file="$folder/prometheus.yml" --storage.tsdb.path="$tsdb" \
     --web.listen-address="127.0.0.1:$prometheus_port" --web.enable-admin-api \
     --log.level=warn >"$folder/prometheus.log" 2>&1 &
@@ -194,6 +192,19 @@ for mode in "${modes[@]}"; do
   verdicts[$mode]="${verdict:-no verdict (run-experiment.sh exited $status)}"
   [[ $status -eq 0 ]] || wrong+=("$mode")
 done
+
+# One HTML report of the modes' journals, overlaid on one time axis (docs/report.md); a
+# report that cannot be written never changes the week's verdict.
+journals=()
+for mode in "${modes[@]}"; do
+  if [[ -s "$results/journal-$name-$mode.json" ]]; then
+    journals+=("$results/journal-$name-$mode.json")
+  fi
+done
+if [[ ${#journals[@]} -gt 0 ]]; then
+  "$venv/bin/python" -m chaosemergence.cli report "${journals[@]}" \
+    -o "$results/report-$name.html" >&2 || echo "weekly: could not write the HTML report" >&2
+fi
 
 echo "=== weekly: $name ($profile)" >&2
 for mode in "${modes[@]}"; do

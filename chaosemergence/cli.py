@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -35,6 +36,9 @@ def _serve(args: argparse.Namespace) -> int:
     token_file = token_file_for_port(settings.port, settings.state_dir)
     token = load_or_create_token(token_file)
     supervisor = Supervisor(settings, token, settings.state_dir / f"run-{settings.port}")
+    prometheus = _start_prometheus(args, settings.host, settings.port, settings.state_dir)
+    if prometheus is False:
+        return 2
     try:
         supervisor.start()
         app = create_gateway_app(supervisor, token)
@@ -42,6 +46,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(
             f"chaosemergence: gateway on http://{settings.host}:{settings.port} with "
             f"{settings.cells} cells; admin token in {token_file}",
+            flush=True,
+        )
+        print(
+            f"chaosemergence: live dashboard on http://{settings.host}:{settings.port}/dashboard"
+            " (it asks for the admin token; or `chaosemergence dashboard` in a terminal)",
             flush=True,
         )
         uvicorn.run(
@@ -56,7 +65,34 @@ def _serve(args: argparse.Namespace) -> int:
         )
     finally:
         supervisor.stop()
+        if prometheus is not None:
+            prometheus.stop()
     return 0
+
+
+def _start_prometheus(args: argparse.Namespace, host: str, port: int, state_dir: Path) -> Any:
+    """`--prometheus`: a started LocalPrometheus; None without the flag; False on error."""
+    if not args.prometheus:
+        return None
+    from chaosemergence.observe.local_prometheus import LocalPrometheus, PrometheusUnavailable
+
+    try:
+        prometheus = LocalPrometheus(
+            f"http://{host}:{port}/targets",
+            args.prometheus_port,
+            state_dir / f"prometheus-{port}",
+            alertmanagers=args.alertmanager,
+        )
+        prometheus.start()
+    except (PrometheusUnavailable, OSError) as error:
+        print(f"chaosemergence serve: {error}", file=sys.stderr)
+        return False
+    print(
+        f"chaosemergence: prometheus on {prometheus.url} (alert rules loaded"
+        + (f", alerts to {', '.join(args.alertmanager)})" if args.alertmanager else ")"),
+        flush=True,
+    )
+    return prometheus
 
 
 def _leave_signals_to_uvicorn() -> None:
@@ -83,9 +119,53 @@ def main(argv: list[str] | None = None) -> int:
         help="YAML/JSON file of settings overrides, e.g. "
         "'dependencies: {recommendations: {concurrency: 2}}' (see docs/architecture.md)",
     )
+    serve.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run a local Prometheus on 127.0.0.1 scraping the system, with the alert "
+        "rules (needs the `prometheus` binary; docs/observability.md)",
+    )
+    serve.add_argument("--prometheus-port", type=int, default=9090, help="its port (default 9090)")
+    serve.add_argument(
+        "--alertmanager",
+        action="append",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --prometheus: send alerts to this Alertmanager (repeatable)",
+    )
+    report = commands.add_parser(
+        "report", help="one self-contained HTML report of journals (docs/report.md)"
+    )
+    report.add_argument("journals", nargs="+", help="journal.json files of the same experiment")
+    report.add_argument(
+        "-o", "--output", default=None, help="HTML file (default: the first journal's, .html)"
+    )
+    report.add_argument(
+        "--chart",
+        default=None,
+        help="write only this chart, as an SVG file: p99_ms, error_rate_pct, "
+        "failure_radius_pct or retry_amplification",
+    )
+    dashboard = commands.add_parser(
+        "dashboard", help="the defense-effectiveness view, live in the terminal (docs/dashboard.md)"
+    )
+    dashboard.add_argument(
+        "--url", default=None, help="gateway URL (default $CHAOSEMERGENCE_URL or :8080)"
+    )
+    dashboard.add_argument("--state-dir", default=None, help="where the admin token file is")
+    dashboard.add_argument("--once", action="store_true", help="print one frame and exit")
+    dashboard.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "dashboard":
+        from chaosemergence.terminal_dashboard import dashboard_command
+
+        return dashboard_command(args.url, args.state_dir, args.once, args.interval)
+    if args.command == "report":
+        from chaosemergence.report_html import report_command
+
+        return report_command(args.journals, args.output, args.chart)
     return 2
 
 

@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from chaosemergence.app.auth import AdminAuthMiddleware
 from chaosemergence.app.cell_app import json_body
+from chaosemergence.app.dashboard import dashboard_routes
 from chaosemergence.app.faults import validate_fault_request
 from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import BREAKER_STATE_VALUES, GatewayMetrics
@@ -54,6 +55,7 @@ from chaosemergence.defenses import (
     EventLog,
     RetryBudget,
 )
+from chaosemergence.observe.lost_writes import CHECK_SECONDS, LostWriteWatch
 
 __all__ = ["create_gateway_app"]
 
@@ -165,6 +167,9 @@ def create_gateway_app(
     for index in range(settings.cells):
         metrics.breaker_state.labels(str(index)).set(0)
     acknowledged: dict[int, set[str]] = {i: set() for i in range(settings.cells)}
+    lost_watch = LostWriteWatch(acknowledged)
+    for index in range(settings.cells):
+        metrics.writes_lost.labels(str(index)).set(0)
     started_at = time.time()
     headers = {"Authorization": f"Bearer {token}"}
     client = httpx.AsyncClient(
@@ -588,6 +593,22 @@ def create_gateway_app(
             total += len(answer["missing"])
         return JSONResponse({"lost_writes": total, "cells": per_cell})
 
+    async def missing_keys(index: int, keys: list[str]) -> list[str] | None:
+        """The keys among `keys` cell `index`'s database lacks (None: it did not answer)."""
+        if supervisor.cells[index].alive:
+            answer = (
+                await fan_out("POST", "/admin/payments/missing", [index], json={"keys": keys})
+            )[index]
+        else:  # a dead cell's database file is still there: read it directly
+            db = supervisor.run_dir / f"cell-{index}.sqlite3"
+            answer = {"missing": await asyncio.to_thread(missing_in_file, db, keys)}
+        found = answer.get("missing") if isinstance(answer, dict) else None
+        return [str(k) for k in found] if isinstance(found, list) else None
+
+    async def watch_lost_writes() -> None:
+        for index, lost in (await lost_watch.check(missing_keys)).items():
+            metrics.writes_lost.labels(str(index)).set(lost)
+
     async def health(_: Request) -> Response:
         alive = sum(1 for c in supervisor.cells if c.alive)
         return JSONResponse({"status": "ok", "cells": settings.cells, "alive": alive})
@@ -640,6 +661,7 @@ def create_gateway_app(
             asyncio.create_task(_every(1.0, window.tick, "metric window")),
             asyncio.create_task(_every(MONITOR_SECONDS, monitor, "monitor")),
             asyncio.create_task(_every(SYNC_SECONDS, synchronization, "synchronization")),
+            asyncio.create_task(_every(CHECK_SECONDS, watch_lost_writes, "lost writes")),
         ]
         try:
             yield
@@ -676,6 +698,8 @@ def create_gateway_app(
         Route("/admin/increase", increase),
         Route("/admin/lost-writes", lost_writes),
     ]
+    # The live dashboard page and its data (behind the admin token): app/dashboard.py.
+    routes += dashboard_routes(token)
     return Starlette(
         routes=routes, middleware=[Middleware(AdminAuthMiddleware, token=token)], lifespan=lifespan
     )

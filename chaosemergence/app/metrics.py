@@ -138,6 +138,13 @@ class GatewayMetrics:
             ["cell"],
             registry=registry,
         )
+        self.writes_lost = Gauge(
+            "emergence_acknowledged_writes_lost",
+            "Payments the cell acknowledged that its database does not hold (missing at two "
+            "checks 5 s apart; chaosemergence.observe.lost_writes).",
+            ["cell"],
+            registry=registry,
+        )
 
 
 class CellCollector(Collector):
