@@ -12,9 +12,24 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["bucket_counts", "histogram_quantile", "samples_total"]
+__all__ = [
+    "OPTIONAL_ROUTES",
+    "USER_CRITICAL_ROUTES",
+    "bucket_counts",
+    "failed_count",
+    "histogram_quantile",
+    "percent_degraded",
+    "percent_failed",
+    "samples_total",
+]
 
 Sample = Mapping[str, Any]
+
+#: Paths whose refusals (429 sheds) users feel as failures: payments and profiles.
+USER_CRITICAL_ROUTES = ("payments", "profile")
+#: Optional features: a shed one is degraded on purpose, not failed.
+OPTIONAL_ROUTES = ("recommendations",)
+REQUESTS = "emergence_requests_total"
 
 
 def samples_total(samples: Iterable[Sample], name: str, **labels: str) -> float:
@@ -64,3 +79,31 @@ def histogram_quantile(quantile: float, buckets: Mapping[float, float]) -> float
             return previous_bound + (bound - previous_bound) * (rank - previous_count) / inside
         previous_bound, previous_count = bound, count
     return previous_bound
+
+
+def failed_count(samples: Iterable[Sample], **labels: str) -> float:
+    """Requests users saw fail: errors anywhere, sheds on the user-critical paths."""
+    samples = list(samples)
+    failed = samples_total(samples, REQUESTS, outcome="failure", **labels)
+    for route in USER_CRITICAL_ROUTES:
+        if labels.get("route", route) == route:
+            failed += samples_total(samples, REQUESTS, outcome="shed", **{**labels, "route": route})
+    return failed
+
+
+def percent_failed(samples: Iterable[Sample], **labels: str) -> float:
+    """The failure radius: % of the requests matching `labels` that users saw fail (0 when
+    there were none; callers that must not pass on an empty window check the count first)."""
+    samples = list(samples)
+    total = samples_total(samples, REQUESTS, **labels)
+    return round(100.0 * failed_count(samples, **labels) / total, 3) if total else 0.0
+
+
+def percent_degraded(samples: Iterable[Sample]) -> float:
+    """% of requests answered degraded on purpose: optional features shed."""
+    samples = list(samples)
+    total = samples_total(samples, REQUESTS)
+    shed = sum(
+        samples_total(samples, REQUESTS, outcome="shed", route=route) for route in OPTIONAL_ROUTES
+    )
+    return round(100.0 * shed / total, 3) if total else 0.0

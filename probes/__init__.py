@@ -17,7 +17,15 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosemergence.activity import check_cells, check_names, check_number
 from chaosemergence.client import AdminClient
-from chaosemergence.measure import bucket_counts, histogram_quantile, samples_total
+from chaosemergence.measure import (
+    OPTIONAL_ROUTES,
+    USER_CRITICAL_ROUTES,
+    bucket_counts,
+    histogram_quantile,
+    percent_degraded,
+    percent_failed,
+    samples_total,
+)
 from chaosemergence.prometheus import increase_samples, query_scalar
 from chaosemergence.settings import (
     BASELINE_KEY,
@@ -61,8 +69,6 @@ logger = logging.getLogger("chaostoolkit")
 MIN_REQUESTS = 20
 # Paths whose refusals users feel as failures: a shed payment or profile is a failure; a
 # shed recommendation (an optional feature, dropped on purpose) is counted as degraded.
-USER_CRITICAL_ROUTES = ("payments", "profile")
-OPTIONAL_ROUTES = ("recommendations",)
 
 
 def _increase(
@@ -108,32 +114,6 @@ def _require_requests(
     return seen
 
 
-def _failed_count(samples: list[dict[str, Any]], **labels: str) -> float:
-    """Requests users saw fail: errors anywhere, sheds on critical and core paths."""
-    failed = samples_total(samples, "emergence_requests_total", outcome="failure", **labels)
-    for route in USER_CRITICAL_ROUTES:
-        if labels.get("route", route) == route:
-            failed += samples_total(
-                samples, "emergence_requests_total", outcome="shed", **{**labels, "route": route}
-            )
-    return failed
-
-
-def _percent_failed(samples: list[dict[str, Any]], **labels: str) -> float:
-    total = samples_total(samples, "emergence_requests_total", **labels)
-    return round(100.0 * _failed_count(samples, **labels) / total, 3) if total else 0.0
-
-
-def _percent_degraded(samples: list[dict[str, Any]]) -> float:
-    """Share of requests answered degraded on purpose: optional features shed."""
-    total = samples_total(samples, "emergence_requests_total")
-    shed = sum(
-        samples_total(samples, "emergence_requests_total", outcome="shed", route=route)
-        for route in OPTIONAL_ROUTES
-    )
-    return round(100.0 * shed / total, 3) if total else 0.0
-
-
 def measure_failure_radius(
     window: float = 30,
     min_requests: int = MIN_REQUESTS,
@@ -147,7 +127,7 @@ def measure_failure_radius(
     Fails when the window holds fewer than `min_requests` requests.
     """
     samples = _measured("measure_failure_radius", window, min_requests, configuration, secrets)
-    return _percent_failed(samples)
+    return percent_failed(samples)
 
 
 def failure_radius_by_cell(
@@ -158,7 +138,7 @@ def failure_radius_by_cell(
     cells = sorted(
         {s["labels"]["cell"] for s in samples if s["name"] == "emergence_requests_total"}, key=int
     )
-    return {cell: _percent_failed(samples, cell=cell) for cell in cells}
+    return {cell: percent_failed(samples, cell=cell) for cell in cells}
 
 
 def check_defense_activation(
@@ -456,7 +436,7 @@ def failure_radius_outside(
         if s["name"] != "emergence_requests_total" or s["labels"].get("cell") not in excluded
     ]
     _require_requests("failure_radius_outside", samples, window, minimum)
-    return _percent_failed(samples)
+    return percent_failed(samples)
 
 
 def cells_down(configuration: Configuration = None, secrets: Secrets = None) -> int:
@@ -530,8 +510,8 @@ def emergence_figures(
     p99 = histogram_quantile(0.99, bucket_counts(samples, "emergence_request_duration_seconds"))
     return {
         "p99_ms": None if math.isnan(p99) else round(p99 * 1000, 1),
-        "failure_radius_pct": _percent_failed(samples),
-        "degraded_pct": _percent_degraded(samples),
+        "failure_radius_pct": percent_failed(samples),
+        "degraded_pct": percent_degraded(samples),
         "retry_amplification": round(attempts / requests, 3),
         "coalescing_ratio": round(computations / misses, 3) if misses else None,
         "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
@@ -744,7 +724,7 @@ def route_failure_radius(
     minimum = check_number("min_requests", min_requests, 1, 1e9)
     samples = _increase(window, configuration, secrets)
     _require_requests("route_failure_radius", samples, window, minimum, route=route)
-    return _percent_failed(samples, route=route)
+    return percent_failed(samples, route=route)
 
 
 def computations_per_key(

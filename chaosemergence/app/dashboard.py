@@ -32,9 +32,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from chaosemergence.app.admission import ROUTE_CLASSES
+from chaosemergence.defenses.control_loop import PATTERNS
 from chaosemergence.defenses.metastable import RESTORE_STEPS
 from chaosemergence.defenses.shedding import CRITICAL_FEATURES, EMERGENCY, GREEN, RED, YELLOW
-from chaosemergence.measure import bucket_counts, histogram_quantile, samples_total
+from chaosemergence.measure import (
+    bucket_counts,
+    histogram_quantile,
+    percent_failed,
+    samples_total,
+)
 
 __all__ = ["FRAME_SECONDS", "Dashboard", "dashboard_routes", "describe_event"]
 
@@ -50,18 +56,8 @@ HISTORY_POINTS = 600
 #: are one incident (a burst), counted.
 MAX_INCIDENTS = 60
 BURST_SECONDS = 10.0
-PATTERNS = (
-    "retry_storm",
-    "thundering_herd",
-    "death_spiral",
-    "synchronization",
-    "cascade",
-    "metastable",
-)
 PRIORITY_ORDER = ("critical", "high", "medium", "low")
 SHED_LEVELS = (GREEN, YELLOW, RED, EMERGENCY)
-# Paths whose sheds users feel as failures (as the probes count them).
-USER_CRITICAL_ROUTES = ("payments", "profile")
 ASSEMBLY_TIMEOUT = 15.0
 
 
@@ -75,16 +71,10 @@ def _f(value: Any, default: float = 0.0) -> float:
 
 
 def _percent_failed(samples: list[dict[str, Any]], **labels: str) -> tuple[float, float]:
-    """(requests, % failed) as `measure_failure_radius` counts them: errors anywhere, sheds
-    on payments and profiles (a shed recommendation is degraded, not failed)."""
-    total = samples_total(samples, "emergence_requests_total", **labels)
-    failed = samples_total(samples, "emergence_requests_total", outcome="failure", **labels)
-    for route in USER_CRITICAL_ROUTES:
-        if labels.get("route", route) == route:
-            failed += samples_total(
-                samples, "emergence_requests_total", outcome="shed", **{**labels, "route": route}
-            )
-    return total, (100.0 * failed / total if total else 0.0)
+    """(requests, % failed) as `measure_failure_radius` counts them."""
+    return samples_total(samples, "emergence_requests_total", **labels), percent_failed(
+        samples, **labels
+    )
 
 
 def describe_event(event: Mapping[str, Any]) -> tuple[str, str] | None:

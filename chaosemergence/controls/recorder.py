@@ -44,7 +44,12 @@ from chaoslib import substitute
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
 from chaosemergence.client import AdminClient
-from chaosemergence.measure import bucket_counts, histogram_quantile, samples_total
+from chaosemergence.measure import (
+    bucket_counts,
+    histogram_quantile,
+    percent_failed,
+    samples_total,
+)
 from chaosemergence.settings import ExtensionSettings
 
 __all__ = [
@@ -83,7 +88,6 @@ def figures_from_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     `retry_amplification`; `cells`: each cell's failure radius. None where the window holds
     no request.
     """
-    from chaosemergence.probes import _percent_failed
 
     requests = samples_total(samples, "emergence_requests_total")
     errors = samples_total(samples, "emergence_requests_total", outcome="failure")
@@ -102,7 +106,7 @@ def figures_from_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     per_cell: dict[str, float | None] = {}
     for cell in cells:
         seen = samples_total(samples, "emergence_requests_total", cell=cell)
-        per_cell[cell] = _percent_failed(samples, cell=cell) if seen else None
+        per_cell[cell] = percent_failed(samples, cell=cell) if seen else None
     if not requests:
         return {
             "requests": 0.0,
@@ -116,7 +120,7 @@ def figures_from_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "requests": requests,
         "p99_ms": None if math.isnan(p99) else round(p99 * 1000.0, 1),
         "error_rate_pct": round(100.0 * errors / requests, 3),
-        "failure_radius_pct": _percent_failed(samples),
+        "failure_radius_pct": percent_failed(samples),
         "retry_amplification": round(attempts / requests, 3),
         "cells": per_cell,
     }
