@@ -53,6 +53,11 @@ LOCUSTFILE: Final[Path] = Path(__file__).resolve().parent / "locustfile.py"
 
 STATE_FILE: Final = "traffic.json"
 CSV_PREFIX: Final = "locust"
+#: Seconds `stop_traffic` takes at most: SIGINT (Locust's graceful stop, final stats
+#: written) for the first 60%, then SIGTERM, then SIGKILL. A distributed master on a loaded
+#: machine was measured taking more than 9 s over its graceful stop (its final stats then
+#: never got written), so the graceful part is 18 s.
+STOP_TIMEOUT: Final = 30.0
 FINAL_STATS: Final = "locust_final"
 """Locust's ``--json-file`` prefix: it writes ``locust_final.json`` (it appends ``.json``)."""
 READY_FILE: Final = "locust.ready"
@@ -558,7 +563,7 @@ class TrafficRun:
                 return False
         return True
 
-    def stop(self, timeout: float = 15.0) -> TrafficSummary | None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> TrafficSummary | None:
         """Stop the run (see :func:`stop_traffic`) and return its summary."""
         return stop_traffic(self.state_dir, timeout)
 
@@ -773,7 +778,7 @@ def _wait_ready(run: TrafficRun, procs: list[_Proc], ready_file: Path, timeout: 
         time.sleep(0.05)
 
 
-def stop_traffic(state_dir: Path | str, timeout: float = 15) -> TrafficSummary | None:
+def stop_traffic(state_dir: Path | str, timeout: float = STOP_TIMEOUT) -> TrafficSummary | None:
     """Stop the traffic recorded in ``state_dir`` and return its summary; None if there is none.
 
     Works from any process: it reads the pids from the state file and only signals processes

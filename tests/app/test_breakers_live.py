@@ -169,13 +169,18 @@ def test_the_periodic_refresh_goes_through_its_breaker(
         runs = cell_state(system, 0)["state"]["shared_dependency"]["jobs"]
         # A refresh may have gone through it between the reset and the switch: count after.
         calls = _breaker(system, 0, "recommendations")["calls"]
-        time.sleep(2.5)  # refreshes every 0.2 s (plus their retries), all failing
+        job = "refresh_recommendations"
+        # Refreshes every 0.2 s (plus their retries), all failing: wait for three of them (a
+        # loaded machine runs them late, never fewer), then look at the breaker.
+        wait_for(
+            lambda: cell_state(system, 0)["state"]["shared_dependency"]["jobs"][job]["runs"],
+            lambda n: n - runs[job]["runs"] >= 3,
+            30,
+            "three failing refreshes with the breaker off",
+        )
         state = _breaker(system, 0, "recommendations")
         assert state["calls"] == calls and state["state"] == "closed"
         assert _trips(system, since, "recommendations") == []
-        later = cell_state(system, 0)["state"]["shared_dependency"]["jobs"]
-        job = "refresh_recommendations"
-        assert later[job]["runs"] - runs[job]["runs"] >= 3
 
 
 @pytest.mark.parametrize("breaker", [True, False])
