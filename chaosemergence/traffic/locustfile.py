@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import random
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -39,6 +40,13 @@ from chaosemergence.traffic.profiles import (
     spike_user_count,
     sync_delay,
 )
+
+# A run started under a background job of a shell inherits SIGINT ignored (POSIX shells
+# ignore it for asynchronous commands), and Python then installs no KeyboardInterrupt
+# handler: stop_traffic's graceful SIGINT would do nothing, and the final stats and HTML
+# report would be lost to the SIGTERM that follows. Take SIGINT back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CONFIG = LoadConfig.from_env()
 HOT_IDS = hot_key_ids(CONFIG.seed, CONFIG.population, CONFIG.hot_keys)

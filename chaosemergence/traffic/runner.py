@@ -54,10 +54,8 @@ LOCUSTFILE: Final[Path] = Path(__file__).resolve().parent / "locustfile.py"
 STATE_FILE: Final = "traffic.json"
 CSV_PREFIX: Final = "locust"
 #: Seconds `stop_traffic` takes at most: SIGINT (Locust's graceful stop, final stats
-#: written) for the first 60%, then SIGTERM, then SIGKILL. A distributed master on a loaded
-#: machine was measured taking more than 9 s over its graceful stop (its final stats then
-#: never got written), so the graceful part is 18 s.
-STOP_TIMEOUT: Final = 30.0
+#: written) for the first 60%, then SIGTERM, then SIGKILL.
+STOP_TIMEOUT: Final = 15.0
 FINAL_STATS: Final = "locust_final"
 """Locust's ``--json-file`` prefix: it writes ``locust_final.json`` (it appends ``.json``)."""
 READY_FILE: Final = "locust.ready"

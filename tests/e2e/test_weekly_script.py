@@ -55,7 +55,7 @@ def test_weekly_script_three_verdicts_through_prometheus_and_artifacts(tmp_path:
         check=False,
     )
     output = completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert completed.returncode == 0, output
+    assert completed.returncode == 0, output + "".join(_verdicts(results))
 
     for mode in MODES:
         journal = json.loads((results / f"journal-{EXPERIMENT}-{mode}.json").read_text())
@@ -123,3 +123,20 @@ def test_weekly_script_three_verdicts_through_prometheus_and_artifacts(tmp_path:
         check=True,
     )
     assert f"`{EXPERIMENT}`" in report.stdout
+
+
+def _verdicts(results: Path) -> list[str]:
+    """Each mode's judged journal (verdict and every probe), to say why a week went red."""
+    explained = []
+    for mode in MODES:
+        path = results / f"journal-{EXPERIMENT}-{mode}.json"
+        if path.exists():
+            journal = json.loads(path.read_text())
+            _, why = judge(mode, journal)
+            failed = [
+                f"{r['activity']['name']}: {r.get('status')} {str(r.get('exception') or '')[-300:]}"
+                for r in journal.get("run", [])
+                if r.get("status") != "succeeded"
+            ]
+            explained.append(f"\n--- {mode}: {why}; not succeeded: {failed}")
+    return explained

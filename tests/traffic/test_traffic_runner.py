@@ -7,6 +7,7 @@ import concurrent.futures
 import csv
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -175,6 +176,23 @@ def test_stop_traffic_from_another_process_stops_a_long_run(
     settled = target.count()
     time.sleep(1.0)
     assert target.count() == settled
+
+
+def test_a_run_started_with_sigint_ignored_still_stops_gracefully(
+    target: TargetServer, tmp_path: Path
+) -> None:
+    """Started from a background job (SIGINT ignored, inherited by Locust), the graceful
+    SIGINT still stops it: final stats written, not the SIGTERM fallback's periodic ones."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run = start_traffic(fast_spec(target, duration=120), tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert wait_until(lambda: target.count() >= 10, timeout=15)
+    summary = stop_traffic(tmp_path)
+    assert summary is not None and summary.source == "final", summary
+    assert (tmp_path / "locust_final.json").exists()
+    assert all(gone(pid) for pid in run.pids)
 
 
 def test_synchronized_shape_fires_in_lockstep(target: TargetServer, tmp_path: Path) -> None:
