@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 # ask for every one of them (and they must have activated for the check to succeed).
 LOOP_BREAKERS: dict[str, set[str]] = {
     "validate-emergence-defenses": {"circuit_breaker"},
-    "retry-storm": {"circuit_breaker", "retry_budget"},
+    "retry-storm": {"circuit_breaker"},
     "thundering-herd": {"request_coalescing"},
     "death-spiral": set(),  # one of LOOP_BREAKER_ALTERNATIVES below
     "synchronization": {"jitter"},
