@@ -60,15 +60,17 @@ def start_system(
     cells: int = 3,
     port: int | None = None,
     overrides: dict[str, object] | None = None,
+    flags: tuple[str, ...] = (),
 ) -> RunningSystem:
-    """`chaosemergence serve` as a subprocess (with a `--config` file when `overrides`)."""
+    """`chaosemergence serve` as a subprocess (with a `--config` file when `overrides`, and
+    any other `flags`, e.g. `--prometheus`)."""
     port = port or free_port()
-    extra: list[str] = []
+    extra: list[str] = list(flags)
     if overrides:
         state_dir.mkdir(parents=True, exist_ok=True)
         config = state_dir / "overrides.json"
         config.write_text(json.dumps(overrides))
-        extra = ["--config", str(config)]
+        extra += ["--config", str(config)]
     env = {k: v for k, v in os.environ.items() if k != "CHAOSEMERGENCE_ADMIN_TOKEN"}
     process = subprocess.Popen(
         [

@@ -4,9 +4,7 @@ Alertmanager (Debian's prometheus-alertmanager) and a webhook receiver on 127.0.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,46 +16,13 @@ import httpx
 import psutil
 
 from chaosemergence.observe.alertmanager import alertmanager_yaml
-from tests.conftest import RunningSystem
+from tests.conftest import RunningSystem, start_system
 from tests.observe.promtool import tool
 
 
 def serve(state_dir: Path, port: int, cells: int, *extra: str) -> RunningSystem:
     """`chaosemergence serve` with `extra` flags; returns once /health answers."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "CHAOSEMERGENCE_ADMIN_TOKEN"}
-    log = (state_dir / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chaosemergence.cli",
-            "serve",
-            "--cells",
-            str(cells),
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (state_dir / "serve.log").read_text()[-2000:]
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return RunningSystem(url, port, state_dir, process, cells)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise RuntimeError("reference system did not start")
+    return start_system(state_dir, cells=cells, port=port, flags=extra)
 
 
 def children_named(pid: int, name: str) -> list[psutil.Process]:
