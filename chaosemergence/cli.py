@@ -14,10 +14,20 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from chaosemergence.app.admin_server import (
+        AdminServer,
+        remove_admin_url_file,
+        write_admin_url_file,
+    )
     from chaosemergence.app.auth import load_or_create_token
-    from chaosemergence.app.gateway import create_gateway_app
+    from chaosemergence.app.gateway import create_gateway
     from chaosemergence.app.overrides import apply_overrides, load_overrides
-    from chaosemergence.app.settings import SystemSettings, default_state_dir, token_file_for_port
+    from chaosemergence.app.settings import (
+        SystemSettings,
+        admin_url_file_for_port,
+        default_state_dir,
+        token_file_for_port,
+    )
     from chaosemergence.app.supervisor import Supervisor
 
     try:
@@ -39,9 +49,16 @@ def _serve(args: argparse.Namespace) -> int:
     prometheus = _start_prometheus(args, settings.host, settings.port, settings.state_dir)
     if prometheus is False:
         return 2
+    admin: AdminServer | None = None
+    admin_url_file = admin_url_file_for_port(settings.port, settings.state_dir)
     try:
         supervisor.start()
-        app = create_gateway_app(supervisor, token)
+        gateway = create_gateway(supervisor, token)
+        # The admin API: its own listener, thread and event loop (docs/trust.md).
+        admin = AdminServer(gateway.admin_app, settings.host, args.admin_port)
+        admin.start()
+        gateway.admin_url.append(admin.url)
+        write_admin_url_file(admin_url_file, admin.url)
         _leave_signals_to_uvicorn()
         print(
             f"chaosemergence: gateway on http://{settings.host}:{settings.port} with "
@@ -49,12 +66,16 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(
-            f"chaosemergence: live dashboard on http://{settings.host}:{settings.port}/dashboard"
+            f"chaosemergence: admin API on {admin.url} (also relayed by the gateway's port)",
+            flush=True,
+        )
+        print(
+            f"chaosemergence: live dashboard on {admin.url}/dashboard"
             " (it asks for the admin token; or `chaosemergence dashboard` in a terminal)",
             flush=True,
         )
         uvicorn.run(
-            app,
+            gateway.data_app,
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -64,6 +85,9 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     finally:
+        remove_admin_url_file(admin_url_file)
+        if admin is not None:
+            admin.stop()
         supervisor.stop()
         if prometheus is not None:
             prometheus.stop()
@@ -111,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        default=0,
+        help="port of the admin API's own listener (default: any free port, written to "
+        "<state dir>/admin-url-<port>)",
+    )
     serve.add_argument("--state-dir", default=None, help="tokens, databases, logs")
     serve.add_argument("--seed", type=int, default=7, help="seed of every random generator")
     serve.add_argument(

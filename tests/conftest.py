@@ -44,9 +44,15 @@ class RunningSystem:
     def configuration(self) -> dict[str, str]:
         return {"emergence_url": self.url, "emergence_state_dir": str(self.state_dir)}
 
+    @property
+    def admin_url(self) -> str:
+        """The admin API's own listener (what the extension talks to)."""
+        return (self.state_dir / f"admin-url-{self.port}").read_text().strip()
+
     def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+        url = f"{self.admin_url}{path}"
+        return httpx.request(method, url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def cell_pids(self) -> list[int]:
         out = subprocess.run(

@@ -12,7 +12,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DependencySettings", "SystemSettings", "default_state_dir", "token_file_for_port"]
+__all__ = [
+    "DependencySettings",
+    "SystemSettings",
+    "admin_url_file_for_port",
+    "default_state_dir",
+    "token_file_for_port",
+]
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,13 @@ class SystemSettings:
     # committed about 1 s later), so a crash loses acknowledged payments. It exists to
     # prove the lost_writes probe can fail; each cell logs a warning on its first such write.
     unsafe_ack_before_commit: bool = False
+    # Seconds a change that weakens the system (defenses off, jitter removed) lasts unless
+    # renewed: then every defense goes back on by itself (docs/trust.md).
+    lease_seconds: float = 30.0
+    # TEST ONLY: each user request the gateway forwards holds its data-plane event loop this
+    # long (busy, as a loop saturated by traffic is), to prove the admin API does not wait
+    # on it (docs/trust.md).
+    gateway_stall_ms: float = 0.0
     # Thundering herd: database round trips one profile computation (a cache fill) makes,
     # one after the other (the user row, then what the profile aggregates).
     profile_queries: int = 1
@@ -188,6 +201,12 @@ class SystemSettings:
             raise ValueError(
                 f"unsafe_ack_before_commit must be a boolean, got {self.unsafe_ack_before_commit!r}"
             )
+        lease = self.lease_seconds
+        if isinstance(lease, bool) or not isinstance(lease, int | float) or not 1 <= lease <= 3600:
+            raise ValueError(f"lease_seconds must be a number in [1, 3600], got {lease!r}")
+        stall = self.gateway_stall_ms
+        if isinstance(stall, bool) or not isinstance(stall, int | float) or not 0 <= stall <= 5000:
+            raise ValueError(f"gateway_stall_ms must be a number in [0, 5000], got {stall!r}")
         if (
             isinstance(self.profile_queries, bool)
             or not isinstance(self.profile_queries, int)
@@ -232,3 +251,8 @@ def default_state_dir() -> Path:
 def token_file_for_port(port: int, state_dir: Path | None = None) -> Path:
     """The 0600 file holding the admin token of the gateway listening on `port`."""
     return (state_dir or default_state_dir()) / f"admin-token-{port}"
+
+
+def admin_url_file_for_port(port: int, state_dir: Path | None = None) -> Path:
+    """The file holding the URL of the admin listener of the gateway on `port`."""
+    return (state_dir or default_state_dir()) / f"admin-url-{port}"
