@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,13 +20,15 @@ def _serve(args: argparse.Namespace) -> int:
         remove_admin_url_file,
         write_admin_url_file,
     )
-    from chaosemergence.app.auth import load_or_create_token
+    from chaosemergence.app.auth import TOKEN_ENV, load_or_create_token
     from chaosemergence.app.gateway import create_gateway
     from chaosemergence.app.overrides import apply_overrides, load_overrides
     from chaosemergence.app.settings import (
         SystemSettings,
         admin_url_file_for_port,
         default_state_dir,
+        is_loopback,
+        remove_if_owned,
         token_file_for_port,
     )
     from chaosemergence.app.supervisor import Supervisor
@@ -42,6 +45,14 @@ def _serve(args: argparse.Namespace) -> int:
             settings = apply_overrides(settings, load_overrides(Path(args.config)))
     except (ValueError, OSError) as error:
         print(f"chaosemergence serve: {error}", file=sys.stderr)
+        return 2
+    if not is_loopback(settings.host) and not os.environ.get(TOKEN_ENV):
+        print(
+            f"chaosemergence serve: refusing to bind {settings.host}, which is not a loopback "
+            f"address, with a generated admin token: set {TOKEN_ENV} to a token of your own "
+            "(anyone who can reach the port must not be able to guess it)",
+            file=sys.stderr,
+        )
         return 2
     token_file = token_file_for_port(settings.port, settings.state_dir)
     token = load_or_create_token(token_file)
@@ -85,7 +96,9 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     finally:
+        # A clean shutdown leaves no token or admin-URL file behind (docs/trust.md).
         remove_admin_url_file(admin_url_file)
+        remove_if_owned(token_file, token)
         if admin is not None:
             admin.stop()
         supervisor.stop()
@@ -134,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cells", type=int, default=10, help="number of cell processes (default 10)"
     )
     serve.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
-    serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; any other needs $CHAOSEMERGENCE_ADMIN_TOKEN)",
+    )
     serve.add_argument(
         "--admin-port",
         type=int,

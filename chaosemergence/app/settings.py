@@ -7,6 +7,7 @@ modest request rates on any machine.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,6 +18,9 @@ __all__ = [
     "SystemSettings",
     "admin_url_file_for_port",
     "default_state_dir",
+    "is_loopback",
+    "local_address",
+    "remove_if_owned",
     "token_file_for_port",
 ]
 
@@ -155,8 +159,13 @@ class SystemSettings:
             raise ValueError(f"cells must be between 1 and 64, got {self.cells}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"host must be a loopback address, got {self.host!r}")
+        if not is_loopback(self.host):
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                raise ValueError(
+                    f"host must be localhost or an IP address, got {self.host!r}"
+                ) from None
         for name in ("retry_attempts", "gateway_retry_attempts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10:
@@ -256,3 +265,33 @@ def token_file_for_port(port: int, state_dir: Path | None = None) -> Path:
 def admin_url_file_for_port(port: int, state_dir: Path | None = None) -> Path:
     """The file holding the URL of the admin listener of the gateway on `port`."""
     return (state_dir or default_state_dir()) / f"admin-url-{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def local_address(host: str) -> str:
+    """Where processes on this machine reach a server bound to `host` (wildcards: loopback)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def remove_if_owned(path: Path, token: str) -> bool:
+    """Remove the token file `path` if it still holds `token` (not a newer system's)."""
+    try:
+        if path.read_text().strip() != token:
+            return False
+        path.unlink()
+    except OSError:
+        return False
+    return True
