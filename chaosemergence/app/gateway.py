@@ -255,14 +255,12 @@ def create_gateway(
     # gets each change through the handoff) and what the data plane last published.
     switches_lock = threading.Lock()
     gateway_switches = {"cellular_routing": True, "retry_budget": True, "circuit_breaker": True}
-    published: dict[str, Any] = {
-        "at": None,
-        "retry_budget": None,
-        "breakers": None,
-        "cellular_routing": None,
-    }
+    # published[0] is replaced whole by the data plane, read once by the admin API.
+    published: list[dict[str, Any]] = [
+        {"at": None, "retry_budget": None, "breakers": None, "cellular_routing": None}
+    ]
     stall_seconds = settings.gateway_stall_ms / 1000
-    # The lease on what the tool weakened (admin loop only; app/lease.py). `restoring`: the
+    # The lease on what the tool weakened (admin loop only; app/lease.py). `pending`: the
     # lease expired and some live cell has not yet acknowledged being put back.
     lease = Lease()
     lease_restore = {"pending": False}
@@ -284,14 +282,12 @@ def create_gateway(
 
     def publish() -> None:
         """Data plane: what the admin API may read of the loop's state (one reference swap)."""
-        published.update(
-            {
-                "at": time.time(),
-                "retry_budget": retry_budget.snapshot(),
-                "breakers": {str(i): b.snapshot() for i, b in enumerate(cell_breakers)},
-                "cellular_routing": routing.cellular,
-            }
-        )
+        published[0] = {
+            "at": time.time(),
+            "retry_budget": retry_budget.snapshot(),
+            "breakers": {str(i): b.snapshot() for i, b in enumerate(cell_breakers)},
+            "cellular_routing": routing.cellular,
+        }
 
     def apply_switches(names: list[str] | None, enabled: bool) -> None:
         """Data plane: set the gateway's own defenses (runs on its loop, via the handoff)."""
@@ -305,7 +301,7 @@ def create_gateway(
         publish()
 
     def reset_data_plane() -> None:
-        """Data plane: every gateway defense on, forgotten; the shared host reset."""
+        """Data plane: every gateway defense on, its breakers and retry budget forgotten."""
         retry_budget.enabled = True
         retry_budget.reset()
         for breaker in cell_breakers:
@@ -712,13 +708,14 @@ def create_gateway(
             switched = dict(gateway_switches)
         # The data plane's published snapshot, with the switches as the admin API last set
         # them (a change handed to a busy loop is already what its next request sees).
-        budget = dict(published["retry_budget"] or {})
+        snapshot = published[0]
+        budget = dict(snapshot["retry_budget"] or {})
         budget["enabled"] = switched["retry_budget"]
         breakers = {
             i: {**b, "enabled": switched["circuit_breaker"]}
-            for i, b in (published["breakers"] or {}).items()
+            for i, b in (snapshot["breakers"] or {}).items()
         }
-        at = published["at"]
+        at = snapshot["at"]
         return JSONResponse(
             {
                 "started_at": started_at,
@@ -728,10 +725,10 @@ def create_gateway(
                     # What the data plane itself last published (its switches as applied).
                     "data_plane": {
                         "age_seconds": None if at is None else max(0.0, time.time() - at),
-                        "cellular_routing": published["cellular_routing"],
-                        "retry_budget": (published["retry_budget"] or {}).get("enabled"),
+                        "cellular_routing": snapshot["cellular_routing"],
+                        "retry_budget": (snapshot["retry_budget"] or {}).get("enabled"),
                         "circuit_breaker": [
-                            b.get("enabled") for b in (published["breakers"] or {}).values()
+                            b.get("enabled") for b in (snapshot["breakers"] or {}).values()
                         ],
                     },
                     "cellular_routing": switched["cellular_routing"],
