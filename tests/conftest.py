@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_LEASE_SECONDS = 3600
 
 
 def free_port() -> int:
@@ -70,6 +71,10 @@ def start_system(
     """`chaosemergence serve` as a subprocess (with a `--config` file when `overrides`)."""
     port = port or free_port()
     extra: list[str] = []
+    # A test that switches defenses off with a raw admin call stands for a live experiment,
+    # which renews its lease: give the system a lease longer than any test (the lease itself
+    # is tested with short ones, passed per request: tests/e2e/test_trust.py).
+    overrides = {"lease_seconds": TEST_LEASE_SECONDS, **(overrides or {})}
     if overrides:
         state_dir.mkdir(parents=True, exist_ok=True)
         config = state_dir / "overrides.json"
