@@ -36,7 +36,7 @@ logger = logging.getLogger("chaosemergence.cell")
 
 
 async def _exit_when_orphaned(
-    parent: int, server: uvicorn.Server, settings: SystemSettings, token: str, run_dir: Path
+    parent: int, server: uvicorn.Server, settings: SystemSettings, token: str
 ) -> None:
     # A SIGKILLed supervisor cannot stop us: notice it and leave.
     while os.getppid() == parent:
@@ -45,7 +45,6 @@ async def _exit_when_orphaned(
     # system on the same port has written its own meanwhile (docs/trust.md).
     if remove_if_owned(token_file_for_port(settings.port, settings.state_dir), token):
         admin_url_file_for_port(settings.port, settings.state_dir).unlink(missing_ok=True)
-        (run_dir / "settings.json").unlink(missing_ok=True)
     server.should_exit = True
 
 
@@ -106,9 +105,7 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     servers.append(server)
-    watchdog = asyncio.create_task(
-        _exit_when_orphaned(args.parent, server, settings, token, run_dir)
-    )
+    watchdog = asyncio.create_task(_exit_when_orphaned(args.parent, server, settings, token))
     try:
         await server.serve(sockets=[sock])
     finally:

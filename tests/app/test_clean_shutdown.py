@@ -1,6 +1,6 @@
 """Clean shutdown (docs/trust.md): after SIGTERM, SIGINT, the control's cleanup, or the
-gateway being SIGKILLed, no process of the system, no listening port and no token,
-admin-URL or settings file remains."""
+gateway being SIGKILLed, no process of the system, no listening port and no token or
+admin-URL file remains."""
 
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ def footprint(gateway_pid: int, port: int, state_dir: Path) -> Footprint:
     files = [
         state_dir / f"admin-token-{port}",
         state_dir / f"admin-url-{port}",
-        state_dir / f"run-{port}" / "settings.json",
     ]
     return Footprint(pids, ports, files)
 
@@ -97,7 +96,7 @@ def test_a_signal_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> 
 
 def test_a_sigkilled_gateway_leaves_nothing_behind(tmp_path: Path) -> None:
     """The gateway SIGKILLed (no cleanup of its own): its cells notice, leave, and remove the
-    token, admin-URL and settings files it could not."""
+    token and admin-URL files it could not."""
     system, held = _started(tmp_path)
     system.process.send_signal(signal.SIGKILL)
     system.process.wait(timeout=10)
