@@ -771,7 +771,9 @@ def create_gateway(
             after = 0.0
         merged += [{**e.as_dict(), "cell": "gateway"} for e in gateway_events.since(after)]
         merged.sort(key=lambda e: e["at"])
-        return JSONResponse({"started_at": started_at, "events": merged})
+        # Cells whose events are missing from this answer (down, or no answer in time).
+        unanswered = {str(i): a["error"] for i, a in results.items() if isinstance(a, dict)}
+        return JSONResponse({"started_at": started_at, "events": merged, "unanswered": unanswered})
 
     async def increase(request: Request) -> Response:
         try:
@@ -785,7 +787,8 @@ def create_gateway(
         for answer in results.values():
             if isinstance(answer, list):
                 samples.extend(answer)
-        return JSONResponse({"seconds": seconds, "samples": samples})
+        unanswered = {str(i): a["error"] for i, a in results.items() if isinstance(a, dict)}
+        return JSONResponse({"seconds": seconds, "samples": samples, "unanswered": unanswered})
 
     async def lost_writes(_: Request) -> Response:
         per_cell: dict[str, Any] = {}
