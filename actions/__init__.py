@@ -9,6 +9,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosemergence.activity import check_cells, check_names, check_number, parse_switch
 from chaosemergence.client import AdminClient
+from chaosemergence.lease import keep_lease
 from chaosemergence.measure import samples_total
 from chaosemergence.settings import (
     BASELINE_KEY,
@@ -128,10 +129,20 @@ def invalidate_cache_globally(
 
 def _jitter(enabled: bool, configuration: Configuration, secrets: Secrets) -> dict[str, Any]:
     what = "restore jitter" if enabled else "remove jitter"
-    answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
-        "/admin/jitter", what=what, json={"enabled": enabled}
+    client = AdminClient.from_chaos(configuration, secrets)
+    answer: dict[str, Any] = client.post(
+        "/admin/jitter",
+        what=what,
+        json={"enabled": enabled, "lease_seconds": client.settings.lease_seconds},
     )
+    _keep_lease_if_held(client, answer)
     return {"cells": len(answer["cells"]), "jitter": enabled}
+
+
+def _keep_lease_if_held(client: AdminClient, answer: dict[str, Any]) -> None:
+    """Something is weakened: renew its lease while this process runs (docs/trust.md)."""
+    if (answer.get("lease") or {}).get("held"):
+        keep_lease(client.settings)
 
 
 def remove_all_jitter(
@@ -196,11 +207,17 @@ def set_defenses(
 ) -> dict[str, Any]:
     """Switch the named defenses (all of them when `names` is null) on or off."""
     switch = parse_switch("enabled", enabled)
-    answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
+    client = AdminClient.from_chaos(configuration, secrets)
+    answer: dict[str, Any] = client.post(
         "/admin/defenses",
         what="switch defenses " + ("on" if switch else "off"),
-        json={"enabled": switch, "names": check_names(names)},
+        json={
+            "enabled": switch,
+            "names": check_names(names),
+            "lease_seconds": client.settings.lease_seconds,
+        },
     )
+    _keep_lease_if_held(client, answer)
     return {"enabled": switch, "names": answer["names"]}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,10 +15,22 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from chaosemergence.app.auth import load_or_create_token
-    from chaosemergence.app.gateway import create_gateway_app
+    from chaosemergence.app.admin_server import (
+        AdminServer,
+        remove_admin_url_file,
+        write_admin_url_file,
+    )
+    from chaosemergence.app.auth import TOKEN_ENV, load_or_create_token
+    from chaosemergence.app.gateway import create_gateway
     from chaosemergence.app.overrides import apply_overrides, load_overrides
-    from chaosemergence.app.settings import SystemSettings, default_state_dir, token_file_for_port
+    from chaosemergence.app.settings import (
+        SystemSettings,
+        admin_url_file_for_port,
+        default_state_dir,
+        is_loopback,
+        remove_if_owned,
+        token_file_for_port,
+    )
     from chaosemergence.app.supervisor import Supervisor
 
     try:
@@ -33,15 +46,30 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"chaosemergence serve: {error}", file=sys.stderr)
         return 2
+    if not is_loopback(settings.host) and not os.environ.get(TOKEN_ENV):
+        print(
+            f"chaosemergence serve: refusing to bind {settings.host}, which is not a loopback "
+            f"address, with a generated admin token: set {TOKEN_ENV} to a token of your own "
+            "(anyone who can reach the port must not be able to guess it)",
+            file=sys.stderr,
+        )
+        return 2
     token_file = token_file_for_port(settings.port, settings.state_dir)
     token = load_or_create_token(token_file)
     supervisor = Supervisor(settings, token, settings.state_dir / f"run-{settings.port}")
     prometheus = _start_prometheus(args, settings.host, settings.port, settings.state_dir)
     if prometheus is False:
         return 2
+    admin: AdminServer | None = None
+    admin_url_file = admin_url_file_for_port(settings.port, settings.state_dir)
     try:
         supervisor.start()
-        app = create_gateway_app(supervisor, token)
+        gateway = create_gateway(supervisor, token)
+        # The admin API: its own listener, thread and event loop (docs/trust.md).
+        admin = AdminServer(gateway.admin_app, settings.host, args.admin_port)
+        admin.start()
+        gateway.admin_url.append(admin.url)
+        write_admin_url_file(admin_url_file, admin.url)
         _leave_signals_to_uvicorn()
         print(
             f"chaosemergence: gateway on http://{settings.host}:{settings.port} with "
@@ -49,12 +77,16 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(
-            f"chaosemergence: live dashboard on http://{settings.host}:{settings.port}/dashboard"
+            f"chaosemergence: admin API on {admin.url} (also relayed by the gateway's port)",
+            flush=True,
+        )
+        print(
+            f"chaosemergence: live dashboard on {admin.url}/dashboard"
             " (it asks for the admin token; or `chaosemergence dashboard` in a terminal)",
             flush=True,
         )
         uvicorn.run(
-            app,
+            gateway.data_app,
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -64,6 +96,11 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     finally:
+        # A clean shutdown leaves no token or admin-URL file behind (docs/trust.md).
+        remove_admin_url_file(admin_url_file)
+        remove_if_owned(token_file, token)
+        if admin is not None:
+            admin.stop()
         supervisor.stop()
         if prometheus is not None:
             prometheus.stop()
@@ -110,7 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         "--cells", type=int, default=10, help="number of cell processes (default 10)"
     )
     serve.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
-    serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; any other needs $CHAOSEMERGENCE_ADMIN_TOKEN)",
+    )
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        default=0,
+        help="port of the admin API's own listener (default: any free port, written to "
+        "<state dir>/admin-url-<port>)",
+    )
     serve.add_argument("--state-dir", default=None, help="tokens, databases, logs")
     serve.add_argument("--seed", type=int, default=7, help="seed of every random generator")
     serve.add_argument(

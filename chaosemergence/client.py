@@ -25,13 +25,26 @@ class AdminClient:
         return cls(ExtensionSettings.from_chaos(configuration, secrets))
 
     def request(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
-        """Send one admin call; `what` says in words what was being done (for the error)."""
-        url = f"{self.settings.emergence_url}{path}"
+        """Send one admin call; `what` says in words what was being done (for the error).
+
+        It goes to the admin API's own listener (docs/trust.md); when a published one does
+        not take the connection (a stale file), to the main URL, which relays admin paths.
+        """
+        base = self.settings.admin_url()
+        url = f"{base}{path}"
         headers = {"Authorization": f"Bearer {self.settings.admin_token()}"}
         try:
-            response = httpx.request(
-                method, url, headers=headers, timeout=self.settings.timeout, **kwargs
-            )
+            try:
+                response = httpx.request(
+                    method, url, headers=headers, timeout=self.settings.timeout, **kwargs
+                )
+            except httpx.ConnectError:
+                if base == self.settings.emergence_url or self.settings.explicit_admin_url:
+                    raise
+                url = f"{self.settings.emergence_url}{path}"
+                response = httpx.request(
+                    method, url, headers=headers, timeout=self.settings.timeout, **kwargs
+                )
         except httpx.TimeoutException:
             raise ActivityFailed(
                 f"{what}: {method} {url} got no answer within {self.settings.timeout:.0f} s"

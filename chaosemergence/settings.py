@@ -5,6 +5,12 @@
 - admin token: secrets `emergence.admin_token`, else env CHAOSEMERGENCE_ADMIN_TOKEN,
   else the 0600 token file the reference system wrote for that port.
 - `emergence_timeout` (configuration; seconds for each admin call; default 10)
+- `emergence_lease_seconds` (configuration; default 30): how long a change that weakens the
+  system (defenses off, jitter removed) outlives this process if it dies unrenewed.
+- `emergence_admin_url` (configuration; env CHAOSEMERGENCE_ADMIN_URL; optional): the admin
+  API's own listener. Without it, a local system's is read from the file it writes next to
+  its token (`admin-url-<port>`); else the admin paths go to `emergence_url`, whose
+  listener relays them (docs/trust.md).
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from urllib.parse import urlparse
 from chaoslib.exceptions import ActivityFailed
 
 from chaosemergence.app.auth import TOKEN_ENV
-from chaosemergence.app.settings import default_state_dir, token_file_for_port
+from chaosemergence.app.settings import (
+    admin_url_file_for_port,
+    default_state_dir,
+    token_file_for_port,
+)
 
 __all__ = [
     "BASELINE_KEY",
@@ -37,6 +47,9 @@ METHOD_START_KEY = "emergence_method_started_at"
 BASELINE_KEY = "emergence_baseline_samples"
 BASELINE_WINDOW_KEY = "emergence_baseline_window"
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_LEASE_SECONDS = 30.0
+ADMIN_URL_ENV = "CHAOSEMERGENCE_ADMIN_URL"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,9 @@ class ExtensionSettings:
     timeout: float
     prometheus_url: str | None
     state_dir: Path
+    # The admin listener given explicitly (configuration or environment), if any.
+    explicit_admin_url: str | None = None
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     @property
     def port(self) -> int:
@@ -75,8 +91,46 @@ class ExtensionSettings:
         token = ((secrets or {}).get("emergence") or {}).get("admin_token") or (secrets or {}).get(
             "admin_token"
         )
-        settings = cls(url.rstrip("/"), token, timeout, prometheus or None, state_dir)
+        lease = config.get("emergence_lease_seconds", DEFAULT_LEASE_SECONDS)
+        try:
+            lease = float(lease)
+        except (TypeError, ValueError):
+            raise ActivityFailed(
+                f"emergence_lease_seconds must be a number, got {lease!r}"
+            ) from None
+        if not 1 <= lease <= 3600:
+            raise ActivityFailed(f"emergence_lease_seconds must be in [1, 3600], got {lease}")
+        admin = config.get("emergence_admin_url") or os.environ.get(ADMIN_URL_ENV)
+        if admin:
+            admin_parsed = urlparse(str(admin))
+            if admin_parsed.scheme not in ("http", "https") or not admin_parsed.hostname:
+                raise ActivityFailed(f"emergence_admin_url must be an http(s) URL, got {admin!r}")
+        settings = cls(
+            url.rstrip("/"),
+            token,
+            timeout,
+            prometheus or None,
+            state_dir,
+            str(admin).rstrip("/") if admin else None,
+            lease,
+        )
         return settings
+
+    def admin_url(self) -> str:
+        """Where the admin API listens: given, else published by a local system, else the URL.
+
+        Read at every call: a system restarted on the same port has a new admin listener.
+        """
+        if self.explicit_admin_url:
+            return self.explicit_admin_url
+        if urlparse(self.emergence_url).hostname in LOOPBACK:
+            try:
+                published = admin_url_file_for_port(self.port, self.state_dir).read_text().strip()
+            except OSError:
+                published = ""
+            if published.startswith("http://"):
+                return published
+        return self.emergence_url
 
     def admin_token(self) -> str:
         """The bearer token, from secrets, the environment or the token file."""

@@ -6,6 +6,7 @@ from chaosemergence.actions import stop_traffic as stop_traffic
 from chaoslib.types import Configuration, Secrets
 
 from chaosemergence.client import AdminClient
+from chaosemergence.lease import release_lease
 
 __all__ = ["clear_faults", "reset_all_defenses", "stop_traffic"]
 
@@ -17,9 +18,10 @@ def reset_all_defenses(
 
     Also restarts killed cells. Idempotent: safe to run twice or with nothing to reset.
     """
-    answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
-        "/admin/reset", what="reset all defenses"
-    )
+    client = AdminClient.from_chaos(configuration, secrets)
+    answer: dict[str, Any] = client.post("/admin/reset", what="reset all defenses")
+    # Nothing weakened any more: no lease to keep (docs/trust.md).
+    release_lease(client.settings)
     cells = answer["cells"]
     return {
         "restarted_cells": answer["restarted"],

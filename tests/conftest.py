@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_LEASE_SECONDS = 3600
 
 
 def free_port() -> int:
@@ -44,9 +45,15 @@ class RunningSystem:
     def configuration(self) -> dict[str, str]:
         return {"emergence_url": self.url, "emergence_state_dir": str(self.state_dir)}
 
+    @property
+    def admin_url(self) -> str:
+        """The admin API's own listener (what the extension talks to)."""
+        return (self.state_dir / f"admin-url-{self.port}").read_text().strip()
+
     def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+        url = f"{self.admin_url}{path}"
+        return httpx.request(method, url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def cell_pids(self) -> list[int]:
         out = subprocess.run(
@@ -66,6 +73,10 @@ def start_system(
     any other `flags`, e.g. `--prometheus`)."""
     port = port or free_port()
     extra: list[str] = list(flags)
+    # A test that switches defenses off with a raw admin call stands for a live experiment,
+    # which renews its lease: give the system a lease longer than any test (the lease itself
+    # is tested with short ones, passed per request: tests/e2e/test_trust.py).
+    overrides = {"lease_seconds": TEST_LEASE_SECONDS, **(overrides or {})}
     if overrides:
         state_dir.mkdir(parents=True, exist_ok=True)
         config = state_dir / "overrides.json"

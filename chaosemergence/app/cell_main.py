@@ -21,7 +21,13 @@ from chaosemergence.app.cell_app import create_cell_app
 from chaosemergence.app.cell_service import CellService
 from chaosemergence.app.lifecycle import RESTART_EXIT_CODE, events_file, exit_marker
 from chaosemergence.app.metrics import PrometheusRecorder
-from chaosemergence.app.settings import SystemSettings
+from chaosemergence.app.settings import (
+    SystemSettings,
+    admin_url_file_for_port,
+    local_address,
+    remove_if_owned,
+    token_file_for_port,
+)
 from chaosemergence.app.shared_client import SharedDependencyClient
 
 PARENT_CHECK_SECONDS = 1.0
@@ -29,15 +35,22 @@ PARENT_CHECK_SECONDS = 1.0
 logger = logging.getLogger("chaosemergence.cell")
 
 
-async def _exit_when_orphaned(parent: int, server: uvicorn.Server) -> None:
+async def _exit_when_orphaned(
+    parent: int, server: uvicorn.Server, settings: SystemSettings, token: str
+) -> None:
     # A SIGKILLed supervisor cannot stop us: notice it and leave.
     while os.getppid() == parent:
         await asyncio.sleep(PARENT_CHECK_SECONDS)
+    # It could not remove its token and admin-URL files either: do it for it, unless a new
+    # system on the same port has written its own meanwhile (docs/trust.md).
+    if remove_if_owned(token_file_for_port(settings.port, settings.state_dir), token):
+        admin_url_file_for_port(settings.port, settings.state_dir).unlink(missing_ok=True)
     server.should_exit = True
 
 
 def _gateway_url(settings: SystemSettings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = local_address(settings.host)
+    host = f"[{address}]" if ":" in address else address
     return f"http://{host}:{settings.port}"
 
 
@@ -92,7 +105,7 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     servers.append(server)
-    watchdog = asyncio.create_task(_exit_when_orphaned(args.parent, server))
+    watchdog = asyncio.create_task(_exit_when_orphaned(args.parent, server, settings, token))
     try:
         await server.serve(sockets=[sock])
     finally:

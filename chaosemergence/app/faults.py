@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -84,7 +85,9 @@ class FaultTable:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        # Only touched from the event loop: no lock needed.
+        # Guarded by _lock: at the gateway the admin API (its own thread) adds and clears
+        # the shared dependency's faults while the data plane draws them.
+        self._lock = threading.Lock()
         self._faults: dict[str, Fault] = {}
         self._ids = itertools.count(1)
 
@@ -97,23 +100,26 @@ class FaultTable:
             expires_at=self._clock() + request["duration"],
             latency_ms=request.get("latency_ms", 0.0),
         )
-        self._faults[fault.id] = fault
+        with self._lock:
+            self._faults[fault.id] = fault
         return fault
 
     def clear(self, fault_id: str | None = None) -> int:
         """Remove one fault (or all of them); returns how many were removed."""
-        if fault_id is None:
-            removed = len(self._faults)
-            self._faults.clear()
-            return removed
-        return 1 if self._faults.pop(fault_id, None) else 0
+        with self._lock:
+            if fault_id is None:
+                removed = len(self._faults)
+                self._faults.clear()
+                return removed
+            return 1 if self._faults.pop(fault_id, None) else 0
 
     def active(self) -> list[Fault]:
         now = self._clock()
-        expired = [fid for fid, f in self._faults.items() if f.expires_at <= now]
-        for fid in expired:
-            del self._faults[fid]
-        return list(self._faults.values())
+        with self._lock:
+            expired = [fid for fid, f in self._faults.items() if f.expires_at <= now]
+            for fid in expired:
+                del self._faults[fid]
+            return list(self._faults.values())
 
     def draw(self, dependency: str, rng: random.Random) -> list[Fault]:
         """The faults that hit this one call (each fires with its own percentage)."""

@@ -8,9 +8,23 @@ once until a half-open probe finds it answering again. A cell's own 5xx answers 
 failures to it: the cell answered, and chose. Admin calls are validated once here, then
 fanned out to the live cells.
 
-It also runs three small loops: the metric window (1 s), the supervisor's monitor (a cell
-that exited to be restarted comes back on its socket; 0.1 s) and the synchronization
-loop (1 s: the cells' correlation on the shared dependency it hosts, pushed to every cell).
+Two listeners, two event loops (docs/trust.md). The data plane (users' requests, the
+shared dependency the cells call, /metrics) runs on the main thread's loop. The admin API
+runs on its own listener, served by its own thread and event loop (``AdminServer``) with
+its own HTTP client, so that a data plane saturated by the collapse an experiment provokes
+cannot delay a probe or a rollback: the admin API never waits on the data plane's loop.
+What that loop owns (the gateway's breakers and retry budget) the admin API changes by
+handing the change to the loop (``DataPlaneHandoff``; it takes effect before the next
+request the loop handles) and reads through a snapshot the loop publishes four times a
+second; the shared dependency's faults and series, the event log and the acknowledged
+payments are guarded by locks held only for a copy. The data-plane listener still answers
+/admin and /dashboard, by relaying them to the admin listener (for browsers and clients
+that only know the main URL); the extension talks to the admin listener directly.
+
+Loops: on the admin loop the metric window (1 s) and the supervisor's monitor (a cell that
+exited to be restarted comes back on its socket; 0.1 s); on the data-plane loop the
+synchronization loop (1 s: the cells' correlation on the shared dependency it hosts, pushed
+to every cell), the lost-write watch, and the snapshot it publishes for the admin API.
 """
 
 from __future__ import annotations
@@ -22,8 +36,10 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -39,6 +55,7 @@ from chaosemergence.app.auth import AdminAuthMiddleware
 from chaosemergence.app.cell_app import json_body
 from chaosemergence.app.dashboard import dashboard_routes
 from chaosemergence.app.faults import validate_fault_request
+from chaosemergence.app.lease import Lease, validate_lease_seconds
 from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import BREAKER_STATE_VALUES, GatewayMetrics
 from chaosemergence.app.routing import Routing
@@ -57,12 +74,20 @@ from chaosemergence.defenses import (
 )
 from chaosemergence.observe.lost_writes import CHECK_SECONDS, LostWriteWatch
 
-__all__ = ["create_gateway_app"]
+__all__ = ["DataPlaneHandoff", "Gateway", "create_gateway"]
 
 logger = logging.getLogger("chaosemergence.gateway")
 
-# Defenses the gateway itself runs (the cells run the others).
-ADMIN_FANOUT_TIMEOUT = 10.0
+# Every admin call the gateway fans out to a cell gets this long: the admin API answers
+# within a second at any load, a cell that did not answer in time is named in the answer.
+ADMIN_FANOUT_TIMEOUT = 0.8
+# Relaying /admin from the data-plane listener to the admin listener (a reset that restarts
+# dead cells waits for them to be ready: up to 30 s).
+ADMIN_RELAY_TIMEOUT = 40.0
+# How often the data plane publishes what the admin API reads of its state.
+PUBLISH_SECONDS = 0.25
+# How often the admin loop looks at the lease (and retries a restore cells missed).
+LEASE_CHECK_SECONDS = 0.25
 SIGNAL_TIMEOUT = 1.0
 ROUTES = ("profile", "payments", "recommendations")
 # The gateway's retry budget when defenses are on: retries at most 10% of requests (plus a
@@ -106,9 +131,48 @@ def _parse_cells(value: Any, count: int) -> list[int]:
     return sorted(set(value))
 
 
-def create_gateway_app(
+class DataPlaneHandoff:
+    """Runs changes to what the data-plane loop owns on that loop, without waiting for it.
+
+    ``run(fn)`` hands ``fn`` to the loop (``call_soon_threadsafe``): it runs before any
+    request the loop handles after it, so it is as good as applied for the traffic, and the
+    caller (the admin API's thread) never blocks on a loop that may be saturated. Before the
+    loop runs, or after it stopped, there is no concurrent user and ``fn`` runs at once.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.handed_off = 0  # changes run on the loop (read by tests)
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._loop = loop
+
+    def run(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(fn)
+                self.handed_off += 1
+                return
+            except RuntimeError:  # closed meanwhile: no one else touches the objects now
+                pass
+        fn()
+
+
+@dataclass
+class Gateway:
+    """The gateway's two ASGI apps: the data plane and the admin API (docs/trust.md)."""
+
+    data_app: Starlette
+    admin_app: Starlette
+    handoff: DataPlaneHandoff
+    # Where the admin listener is, once bound (the data plane relays /admin there).
+    admin_url: list[str] = field(default_factory=list)
+
+
+def create_gateway(
     supervisor: Supervisor, token: str, *, registry: CollectorRegistry | None = None
-) -> Starlette:
+) -> Gateway:
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
     window = MetricWindow(registry)
@@ -166,18 +230,92 @@ def create_gateway_app(
     ]
     for index in range(settings.cells):
         metrics.breaker_state.labels(str(index)).set(0)
+    # Written by the data plane, copied by the admin API: guarded by acknowledged_lock.
     acknowledged: dict[int, set[str]] = {i: set() for i in range(settings.cells)}
+    acknowledged_lock = threading.Lock()
     lost_watch = LostWriteWatch(acknowledged)
     for index in range(settings.cells):
         metrics.writes_lost.labels(str(index)).set(0)
     started_at = time.time()
     headers = {"Authorization": f"Bearer {token}"}
+    # The data plane's client (event loop of the main thread) and the admin API's own (its
+    # thread's loop): an httpx client belongs to one loop, and the admin API must not queue
+    # behind users' requests in a shared pool.
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.cell_timeout_seconds, connect=1.0),
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
     )
+    admin_client = httpx.AsyncClient(
+        timeout=httpx.Timeout(ADMIN_FANOUT_TIMEOUT, connect=ADMIN_FANOUT_TIMEOUT),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=64),
+    )
+    handoff = DataPlaneHandoff()
+    gateway = Gateway(Starlette(), Starlette(), handoff)
+    # What the admin API last set of the gateway's own switches (admin thread; the data plane
+    # gets each change through the handoff) and what the data plane last published.
+    switches_lock = threading.Lock()
+    gateway_switches = {"cellular_routing": True, "retry_budget": True, "circuit_breaker": True}
+    # published[0] is replaced whole by the data plane, read once by the admin API.
+    published: list[dict[str, Any]] = [
+        {"at": None, "retry_budget": None, "breakers": None, "cellular_routing": None}
+    ]
+    stall_seconds = settings.gateway_stall_ms / 1000
+    # The lease on what the tool weakened (admin loop only; app/lease.py). `pending`: the
+    # lease expired and some live cell has not yet acknowledged being put back.
+    lease = Lease()
+    lease_restore = {"pending": False}
+
+    def weakened() -> bool:
+        """Is any defense switched off, or the jitter removed, by the admin API?"""
+        with switches_lock:
+            gateway_off = not all(gateway_switches.values())
+        return bool(supervisor.desired_switches or supervisor.desired_jitter_removed or gateway_off)
+
+    def hold_lease(seconds: float) -> dict[str, Any]:
+        """After a switch: hold the lease while something is weakened, else release it."""
+        lease_restore["pending"] = False  # a new instruction supersedes a pending restore
+        if weakened():
+            lease.take(seconds)
+        else:
+            lease.release()
+        return lease.view()
+
+    def publish() -> None:
+        """Data plane: what the admin API may read of the loop's state (one reference swap)."""
+        published[0] = {
+            "at": time.time(),
+            "retry_budget": retry_budget.snapshot(),
+            "breakers": {str(i): b.snapshot() for i, b in enumerate(cell_breakers)},
+            "cellular_routing": routing.cellular,
+        }
+
+    def apply_switches(names: list[str] | None, enabled: bool) -> None:
+        """Data plane: set the gateway's own defenses (runs on its loop, via the handoff)."""
+        if names is None or "cellular_routing" in names:
+            routing.cellular = enabled
+        if names is None or "retry_budget" in names:
+            retry_budget.enabled = enabled
+        if names is None or "circuit_breaker" in names:
+            for breaker in cell_breakers:
+                breaker.enabled = enabled
+        publish()
+
+    def reset_data_plane() -> None:
+        """Data plane: every gateway defense on, its breakers and retry budget forgotten."""
+        retry_budget.enabled = True
+        retry_budget.reset()
+        for breaker in cell_breakers:
+            breaker.enabled = True
+            breaker.reset()
+        routing.cellular = True
+        publish()
 
     async def forward(request: Request, route: str) -> Response:
+        if stall_seconds:
+            # TEST ONLY (gateway_stall_ms): hold the loop as a saturated one is held.
+            until = time.perf_counter() + stall_seconds
+            while time.perf_counter() < until:
+                pass
         user_id = request.path_params["user_id"]
         home = routing.home(user_id)
         body = await request.body()
@@ -248,7 +386,8 @@ def create_gateway_app(
         if route == "payments":
             key = _acknowledged_key(content)
             if key:
-                acknowledged[cell].add(key)
+                with acknowledged_lock:
+                    acknowledged[cell].add(key)
         extra = {"Retry-After": retry_after} if status in (429, 503) else {}
         return Response(content, status_code=status, media_type="application/json", headers=extra)
 
@@ -281,9 +420,17 @@ def create_gateway_app(
         return await forward(request, "recommendations")
 
     async def fan_out(
-        method: str, path: str, cells: list[int] | None = None, **kwargs: Any
+        method: str,
+        path: str,
+        cells: list[int] | None = None,
+        *,
+        via: httpx.AsyncClient = admin_client,
+        **kwargs: Any,
     ) -> dict[int, Any]:
-        """Send one admin call to the chosen live cells; per-cell answers (or errors)."""
+        """Send one admin call to the chosen live cells; per-cell answers (or errors).
+
+        ``via`` is the admin API's client unless the data plane calls (the lost-write watch).
+        """
         chosen = range(settings.cells) if cells is None else cells
 
         async def one(index: int) -> tuple[int, Any]:
@@ -291,7 +438,7 @@ def create_gateway_app(
             if not cell.alive:
                 return index, {"error": "cell is down"}
             try:
-                answer = await client.request(
+                answer = await via.request(
                     method,
                     f"{cell.url}{path}",
                     headers=headers,
@@ -299,6 +446,8 @@ def create_gateway_app(
                     **kwargs,
                 )
                 return index, answer.json()
+            except httpx.TimeoutException:
+                return index, {"error": f"cell did not answer within {ADMIN_FANOUT_TIMEOUT} s"}
             except (httpx.HTTPError, ValueError) as error:
                 return index, {"error": f"{type(error).__name__}: {error}"}
 
@@ -361,11 +510,13 @@ def create_gateway_app(
             body = await json_body(request)
             if not isinstance(body.get("enabled"), bool):
                 raise ValueError(f"enabled must be true or false, got {body.get('enabled')!r}")
+            seconds = validate_lease_seconds(body.get("lease_seconds"), settings.lease_seconds)
         except ValueError as error:
             return _bad_request(str(error))
         supervisor.desired_jitter_removed = not body["enabled"]
-        results = await fan_out("POST", "/admin/jitter", json=body)
-        return JSONResponse({"cells": {str(i): r for i, r in results.items()}})
+        held = hold_lease(seconds)
+        results = await fan_out("POST", "/admin/jitter", json={"enabled": body["enabled"]})
+        return JSONResponse({"cells": {str(i): r for i, r in results.items()}, "lease": held})
 
     async def defenses(request: Request) -> Response:
         try:
@@ -381,21 +532,21 @@ def create_gateway_app(
                     raise ValueError(
                         f"names: unknown defense(s) {unknown}; known: {', '.join(ALL_DEFENSES)}"
                     )
+            seconds = validate_lease_seconds(body.get("lease_seconds"), settings.lease_seconds)
         except ValueError as error:
             return _bad_request(str(error))
-        if names is None or "cellular_routing" in names:
-            routing.cellular = enabled
-        if names is None or "retry_budget" in names:
-            retry_budget.enabled = enabled
-        if names is None or "circuit_breaker" in names:
-            for breaker in cell_breakers:
-                breaker.enabled = enabled
+        with switches_lock:
+            for name in gateway_switches:
+                if names is None or name in names:
+                    gateway_switches[name] = enabled
+        handoff.run(lambda: apply_switches(names, enabled))
         # A cell restarted on its own comes back with the switches it was last given.
         for name in [n for n in names or DEFENSES if n in DEFENSES]:
             if enabled:
                 supervisor.desired_switches.pop(name, None)
             else:
                 supervisor.desired_switches[name] = False
+        held = hold_lease(seconds)
         cell_names = None if names is None else [n for n in names if n in DEFENSES]
         results = (
             await fan_out("POST", "/admin/defenses", json={"enabled": enabled, "names": cell_names})
@@ -407,8 +558,52 @@ def create_gateway_app(
                 "enabled": enabled,
                 "names": names or list(ALL_DEFENSES),
                 "cells": {str(i): r for i, r in results.items()},
+                "lease": held,
             }
         )
+
+    async def restore_defended() -> bool:
+        """Every defense on and the jitter back, everywhere; False if a live cell missed it."""
+        supervisor.desired_switches.clear()
+        supervisor.desired_jitter_removed = False
+        with switches_lock:
+            gateway_switches.update(dict.fromkeys(gateway_switches, True))
+        handoff.run(lambda: apply_switches(None, True))
+        on = await fan_out("POST", "/admin/defenses", json={"enabled": True, "names": None})
+        back = await fan_out("POST", "/admin/jitter", json={"enabled": True})
+        missed = [
+            i
+            for i in range(settings.cells)
+            if supervisor.cells[i].alive and ("error" in on[i] or "error" in back[i])
+        ]
+        return not missed
+
+    async def lease_tick() -> None:
+        """Admin loop: an expired lease puts every defense back on (retried until it holds)."""
+        if lease.expired():
+            lease.release()
+            lease.expirations += 1
+            lease_restore["pending"] = True
+            gateway_events.record(
+                "lease",
+                "activated",
+                "the lease on weakened defenses expired unrenewed: every defense back on, "
+                "jitter restored",
+            )
+            logger.warning("lease expired: putting every defense back on, jitter back")
+        if lease_restore["pending"]:
+            lease_restore["pending"] = not await restore_defended()
+
+    async def lease_endpoint(request: Request) -> Response:
+        """GET: the lease; POST {"seconds": s}: renew it (a no-op when nothing is held)."""
+        if request.method == "POST":
+            try:
+                body = await json_body(request)
+                seconds = validate_lease_seconds(body.get("seconds"), settings.lease_seconds)
+            except ValueError as error:
+                return _bad_request(str(error).replace("lease_seconds", "seconds"))
+            lease.renew(seconds)
+        return JSONResponse(lease.view())
 
     async def kill_cell(request: Request) -> Response:
         index = request.path_params["index"]
@@ -444,14 +639,13 @@ def create_gateway_app(
         supervisor.desired_switches.clear()
         supervisor.desired_jitter_removed = False
         supervisor.forget_faults()
-        restarted = await asyncio.to_thread(supervisor.restart_dead)
-        retry_budget.enabled = True
-        retry_budget.reset()
-        for breaker in cell_breakers:
-            breaker.enabled = True
-            breaker.reset()
-        routing.cellular = True
+        lease.release()
+        lease_restore["pending"] = False
+        with switches_lock:
+            gateway_switches.update(dict.fromkeys(gateway_switches, True))
+        handoff.run(reset_data_plane)
         shared.reset()
+        restarted = await asyncio.to_thread(supervisor.restart_dead)
         results = await fan_out("POST", "/admin/reset")
         return JSONResponse(
             {"restarted": restarted, "cells": {str(i): r for i, r in results.items()}}
@@ -510,13 +704,35 @@ def create_gateway_app(
 
     async def state(_: Request) -> Response:
         results = await fan_out("GET", "/admin/state")
+        with switches_lock:
+            switched = dict(gateway_switches)
+        # The data plane's published snapshot, with the switches as the admin API last set
+        # them (a change handed to a busy loop is already what its next request sees).
+        snapshot = published[0]
+        budget = dict(snapshot["retry_budget"] or {})
+        budget["enabled"] = switched["retry_budget"]
+        breakers = {
+            i: {**b, "enabled": switched["circuit_breaker"]}
+            for i, b in (snapshot["breakers"] or {}).items()
+        }
+        at = snapshot["at"]
         return JSONResponse(
             {
                 "started_at": started_at,
                 "gateway": {
-                    "retry_budget": retry_budget.snapshot(),
-                    "breakers": {str(i): b.snapshot() for i, b in enumerate(cell_breakers)},
-                    "cellular_routing": routing.cellular,
+                    "retry_budget": budget,
+                    "breakers": breakers,
+                    # What the data plane itself last published (its switches as applied).
+                    "data_plane": {
+                        "age_seconds": None if at is None else max(0.0, time.time() - at),
+                        "cellular_routing": snapshot["cellular_routing"],
+                        "retry_budget": (snapshot["retry_budget"] or {}).get("enabled"),
+                        "circuit_breaker": [
+                            b.get("enabled") for b in (snapshot["breakers"] or {}).values()
+                        ],
+                    },
+                    "cellular_routing": switched["cellular_routing"],
+                    "lease": lease.view(),
                     "cells": settings.cells,
                     "shared_dependency": shared.state(),
                     "desired": {
@@ -555,7 +771,9 @@ def create_gateway_app(
             after = 0.0
         merged += [{**e.as_dict(), "cell": "gateway"} for e in gateway_events.since(after)]
         merged.sort(key=lambda e: e["at"])
-        return JSONResponse({"started_at": started_at, "events": merged})
+        # Cells whose events are missing from this answer (down, or no answer in time).
+        unanswered = {str(i): a["error"] for i, a in results.items() if isinstance(a, dict)}
+        return JSONResponse({"started_at": started_at, "events": merged, "unanswered": unanswered})
 
     async def increase(request: Request) -> Response:
         try:
@@ -569,12 +787,15 @@ def create_gateway_app(
         for answer in results.values():
             if isinstance(answer, list):
                 samples.extend(answer)
-        return JSONResponse({"seconds": seconds, "samples": samples})
+        unanswered = {str(i): a["error"] for i, a in results.items() if isinstance(a, dict)}
+        return JSONResponse({"seconds": seconds, "samples": samples, "unanswered": unanswered})
 
     async def lost_writes(_: Request) -> Response:
         per_cell: dict[str, Any] = {}
         total = 0
-        for index, keys in acknowledged.items():
+        with acknowledged_lock:
+            copied = {index: set(keys) for index, keys in acknowledged.items()}
+        for index, keys in copied.items():
             if not keys:
                 continue
             if supervisor.cells[index].alive:
@@ -597,7 +818,9 @@ def create_gateway_app(
         """The keys among `keys` cell `index`'s database lacks (None: it did not answer)."""
         if supervisor.cells[index].alive:
             answer = (
-                await fan_out("POST", "/admin/payments/missing", [index], json={"keys": keys})
+                await fan_out(
+                    "POST", "/admin/payments/missing", [index], via=client, json={"keys": keys}
+                )
             )[index]
         else:  # a dead cell's database file is still there: read it directly
             db = supervisor.run_dir / f"cell-{index}.sqlite3"
@@ -655,13 +878,42 @@ def create_gateway_app(
 
         await asyncio.gather(*(push(i) for i in range(settings.cells)))
 
+    async def relay_admin(request: Request) -> Response:
+        """Data-plane listener: pass an /admin or /dashboard call on to the admin listener."""
+        if not gateway.admin_url:
+            return JSONResponse({"error": "the admin listener is not up"}, status_code=503)
+        forwarded = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type", "accept")
+        }
+        try:
+            answer = await client.request(
+                request.method,
+                f"{gateway.admin_url[0]}{request.url.path}",
+                params=request.query_params,
+                content=await request.body(),
+                headers=forwarded,
+                timeout=ADMIN_RELAY_TIMEOUT,
+            )
+        except httpx.HTTPError as error:
+            body = {"error": f"admin listener unreachable: {type(error).__name__}"}
+            return JSONResponse(body, status_code=502)
+        kept = {
+            k: v
+            for k, v in answer.headers.items()
+            if k.lower() in ("content-type", "www-authenticate", "retry-after", "cache-control")
+        }
+        return Response(answer.content, status_code=answer.status_code, headers=kept)
+
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def data_lifespan(_: Starlette) -> AsyncIterator[None]:
+        handoff.attach(asyncio.get_running_loop())
+        publish()
         loops = [
-            asyncio.create_task(_every(1.0, window.tick, "metric window")),
-            asyncio.create_task(_every(MONITOR_SECONDS, monitor, "monitor")),
             asyncio.create_task(_every(SYNC_SECONDS, synchronization, "synchronization")),
             asyncio.create_task(_every(CHECK_SECONDS, watch_lost_writes, "lost writes")),
+            asyncio.create_task(_every(PUBLISH_SECONDS, publish, "publish")),
         ]
         try:
             yield
@@ -669,10 +921,27 @@ def create_gateway_app(
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            handoff.attach(None)
             await client.aclose()
             await shared.dependency.aclose()
 
-    routes = [
+    @contextlib.asynccontextmanager
+    async def admin_lifespan(_: Starlette) -> AsyncIterator[None]:
+        loops = [
+            asyncio.create_task(_every(1.0, window.tick, "metric window")),
+            asyncio.create_task(_every(MONITOR_SECONDS, monitor, "monitor")),
+            asyncio.create_task(_every(LEASE_CHECK_SECONDS, lease_tick, "lease")),
+        ]
+        try:
+            yield
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await admin_client.aclose()
+
+    every_method = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    data_routes = [
         Route("/users/{user_id}/profile", profile, methods=["GET"]),
         Route("/users/{user_id}/payments", payments, methods=["POST"]),
         Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),
@@ -680,6 +949,12 @@ def create_gateway_app(
         Route("/health", health),
         Route("/metrics", metrics_endpoint),
         Route("/targets", targets),
+        Route("/internal/shared/{cell:int}", shared_call, methods=["POST"]),
+        Route("/admin/{rest:path}", relay_admin, methods=every_method),
+        Route("/dashboard", relay_admin, methods=["GET"]),
+    ]
+    admin_routes = [
+        Route("/health", health),
         Route("/admin/faults", add_fault, methods=["POST"]),
         Route("/admin/faults", clear_faults, methods=["DELETE"]),
         Route("/admin/cache/invalidate", invalidate, methods=["POST"]),
@@ -689,20 +964,21 @@ def create_gateway_app(
         Route("/admin/cells/restart", restart_cells, methods=["POST"]),
         Route("/admin/cells/{index:int}/memory-pressure", memory_pressure, methods=["POST"]),
         Route("/admin/reset", reset, methods=["POST"]),
+        Route("/admin/lease", lease_endpoint, methods=["GET", "POST"]),
         Route("/admin/correlation", correlation),
         Route("/admin/metastable", metastable),
         Route("/admin/metastable/resume", resume_recovery, methods=["POST"]),
-        Route("/internal/shared/{cell:int}", shared_call, methods=["POST"]),
         Route("/admin/state", state),
         Route("/admin/events", events),
         Route("/admin/increase", increase),
         Route("/admin/lost-writes", lost_writes),
     ]
     # The live dashboard page and its data (behind the admin token): app/dashboard.py.
-    routes += dashboard_routes(token)
-    return Starlette(
-        routes=routes, middleware=[Middleware(AdminAuthMiddleware, token=token)], lifespan=lifespan
-    )
+    admin_routes += dashboard_routes(token)
+    auth = [Middleware(AdminAuthMiddleware, token=token)]
+    gateway.data_app = Starlette(routes=data_routes, middleware=auth, lifespan=data_lifespan)
+    gateway.admin_app = Starlette(routes=admin_routes, middleware=auth, lifespan=admin_lifespan)
+    return gateway
 
 
 def _acknowledged_key(content: bytes) -> str | None:

@@ -7,12 +7,22 @@ modest request rates on any machine.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DependencySettings", "SystemSettings", "default_state_dir", "token_file_for_port"]
+__all__ = [
+    "DependencySettings",
+    "SystemSettings",
+    "admin_url_file_for_port",
+    "default_state_dir",
+    "is_loopback",
+    "local_address",
+    "remove_if_owned",
+    "token_file_for_port",
+]
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,13 @@ class SystemSettings:
     # committed about 1 s later), so a crash loses acknowledged payments. It exists to
     # prove the lost_writes probe can fail; each cell logs a warning on its first such write.
     unsafe_ack_before_commit: bool = False
+    # Seconds a change that weakens the system (defenses off, jitter removed) lasts unless
+    # renewed: then every defense goes back on by itself (docs/trust.md).
+    lease_seconds: float = 30.0
+    # TEST ONLY: each user request the gateway forwards holds its data-plane event loop this
+    # long (busy, as a loop saturated by traffic is), to prove the admin API does not wait
+    # on it (docs/trust.md).
+    gateway_stall_ms: float = 0.0
     # Thundering herd: database round trips one profile computation (a cache fill) makes,
     # one after the other (the user row, then what the profile aggregates).
     profile_queries: int = 1
@@ -142,8 +159,13 @@ class SystemSettings:
             raise ValueError(f"cells must be between 1 and 64, got {self.cells}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"host must be a loopback address, got {self.host!r}")
+        if not is_loopback(self.host):
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                raise ValueError(
+                    f"host must be localhost or an IP address, got {self.host!r}"
+                ) from None
         for name in ("retry_attempts", "gateway_retry_attempts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10:
@@ -188,6 +210,12 @@ class SystemSettings:
             raise ValueError(
                 f"unsafe_ack_before_commit must be a boolean, got {self.unsafe_ack_before_commit!r}"
             )
+        lease = self.lease_seconds
+        if isinstance(lease, bool) or not isinstance(lease, int | float) or not 1 <= lease <= 3600:
+            raise ValueError(f"lease_seconds must be a number in [1, 3600], got {lease!r}")
+        stall = self.gateway_stall_ms
+        if isinstance(stall, bool) or not isinstance(stall, int | float) or not 0 <= stall <= 5000:
+            raise ValueError(f"gateway_stall_ms must be a number in [0, 5000], got {stall!r}")
         if (
             isinstance(self.profile_queries, bool)
             or not isinstance(self.profile_queries, int)
@@ -232,3 +260,38 @@ def default_state_dir() -> Path:
 def token_file_for_port(port: int, state_dir: Path | None = None) -> Path:
     """The 0600 file holding the admin token of the gateway listening on `port`."""
     return (state_dir or default_state_dir()) / f"admin-token-{port}"
+
+
+def admin_url_file_for_port(port: int, state_dir: Path | None = None) -> Path:
+    """The file holding the URL of the admin listener of the gateway on `port`."""
+    return (state_dir or default_state_dir()) / f"admin-url-{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def local_address(host: str) -> str:
+    """Where processes on this machine reach a server bound to `host` (wildcards: loopback)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def remove_if_owned(path: Path, token: str) -> bool:
+    """Remove the token file `path` if it still holds `token` (not a newer system's)."""
+    try:
+        if path.read_text().strip() != token:
+            return False
+        path.unlink()
+    except OSError:
+        return False
+    return True

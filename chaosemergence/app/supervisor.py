@@ -346,3 +346,6 @@ class Supervisor:
                 cell.process.wait(timeout=5)
         for cell in self.cells:
             cell.sock.close()
+            # Nothing a next start could mistake for its own. Databases, logs, events and the
+            # settings the run used stay: they are its record (.ci/weekly.sh collects them).
+            exit_marker(self.run_dir, cell.index).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ jitter when it crosses the danger threshold.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -58,7 +59,10 @@ def _fold(counts: list[float], period: int) -> list[float]:
 
 
 class SharedDependencyHost:
-    """The shared dependency, its faults, and each cell's arrivals over time (event loop only).
+    """The shared dependency, its faults, and each cell's arrivals over time.
+
+    The gateway's data plane serves calls; its admin API (another thread) reads the series
+    and resets them: the series are guarded by ``_lock``, the faults by their own lock.
 
     Series are bucketed on the wall clock so that every cell's buckets line up. Two series
     per cell: a short one for the once-a-second loop, a long one for on-demand readings.
@@ -85,6 +89,8 @@ class SharedDependencyHost:
         def series(window: float) -> LoadSeries:
             return LoadSeries(self.bucket_seconds, window, clock=wall_clock)
 
+        # Guards _short and _long (never held across an await).
+        self._lock = threading.Lock()
         self._short = {i: series(self.loop_window) for i in range(self.cells)}
         self._long = {i: series(MAX_WINDOW_SECONDS) for i in range(self.cells)}
         self.calls: dict[tuple[int, str], int] = {
@@ -96,8 +102,9 @@ class SharedDependencyHost:
 
     async def call(self, cell: int) -> tuple[int, dict[str, Any]]:
         """Serve one call from ``cell``: (HTTP status, body)."""
-        self._short[cell].record()
-        self._long[cell].record()
+        with self._lock:
+            self._short[cell].record()
+            self._long[cell].record()
         started = self._wall()
         try:
             await self.dependency.call()
@@ -148,9 +155,10 @@ class SharedDependencyHost:
         source = self._short if short else self._long
         buckets = max(2, round(window / self.bucket_seconds))
         out = {}
-        for cell, series in source.items():
-            _end, values = series.series()
-            out[cell] = values[-buckets:]
+        with self._lock:
+            for cell, series in source.items():
+                _end, values = series.series()
+                out[cell] = values[-buckets:]
         return min(buckets, min(len(v) for v in out.values())), out
 
     def reading(self, buckets: int, series: dict[int, list[float]]) -> dict[str, Any]:
@@ -195,8 +203,9 @@ class SharedDependencyHost:
 
     def reset(self) -> None:
         self.faults.clear()
-        for series in (*self._short.values(), *self._long.values()):
-            series.reset()
+        with self._lock:
+            for series in (*self._short.values(), *self._long.values()):
+                series.reset()
         self.last = None
 
     def state(self) -> dict[str, Any]:

@@ -39,7 +39,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from chaoslib import substitute
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
@@ -405,8 +404,8 @@ def _admin_fetch(
     admin = AdminClient(bounded)
 
     def fetch(path: str, params: dict[str, Any] | None) -> Any:
-        if path == "/health":
-            return httpx.get(f"{bounded.emergence_url}/health", timeout=timeout).json()
+        # Every read, /health included, goes to the admin API's own listener: the recorder
+        # keeps sampling while the data plane collapses.
         return admin.get(path, what=f"recorder: read {path}", params=params)
 
     return fetch

@@ -35,6 +35,7 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 from chaosemergence.activity import parse_switch
 from chaosemergence.app.switches import ALL_DEFENSES
 from chaosemergence.client import AdminClient
+from chaosemergence.lease import keep_lease, release_lease
 from chaosemergence.settings import (
     BASELINE_KEY,
     BASELINE_WINDOW_KEY,
@@ -196,13 +197,21 @@ def before_experiment_control(
         if cut:
             logger.info("feedback loop cut (loop=cut): %s", json.dumps(loop_cut))
     admin = AdminClient(settings)
-    admin.post("/admin/defenses", what="switch defenses", json={"enabled": enabled, "names": None})
+    lease = settings.lease_seconds
+    answer = admin.post(
+        "/admin/defenses",
+        what="switch defenses",
+        json={"enabled": enabled, "names": None, "lease_seconds": lease},
+    )
     if not enabled and keep_on:
-        admin.post(
+        answer = admin.post(
             "/admin/defenses",
             what="keep defenses on (keep_on)",
-            json={"enabled": True, "names": keep_on},
+            json={"enabled": True, "names": keep_on, "lease_seconds": lease},
         )
+    if (answer.get("lease") or {}).get("held"):
+        # Defenses off: renewed while this run lives, restored by the system if it dies.
+        keep_lease(settings)
     kept = f", except {', '.join(keep_on)}" if not enabled and keep_on else ""
     logger.info("defenses %s%s", "on" if enabled else "off (negative control)", kept)
 
@@ -242,6 +251,7 @@ def after_experiment_control(
 def cleanup_control() -> None:
     """Stop what this control started (idempotent; also runs when the run is interrupted)."""
     global _started
+    release_lease()
     if _started is not None:
         logger.info("stopping the reference system (pid %d)", _started.pid)
         stop_process(_started)

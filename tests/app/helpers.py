@@ -47,3 +47,39 @@ def events(system: RunningSystem, since: float, defense: str | None = None) -> l
 def cell_state(system: RunningSystem, cell: int) -> dict[str, Any]:
     state: dict[str, Any] = system.admin("GET", "/admin/state").json()["cells"][cell]
     return state
+
+
+def problems(system: RunningSystem, *, cells_up: bool = True) -> list[str]:
+    """Everything that is not clean: faults, defenses off, jitter removed, cells down
+    (docs/trust.md); [] when the system is clean."""
+    state = system.admin("GET", "/admin/state").json()
+    gateway = state["gateway"]
+    found = []
+    if gateway["shared_dependency"]["faults"]:
+        found.append("a fault on the shared dependency")
+    if not gateway["cellular_routing"]:
+        found.append("cellular routing off")
+    if not gateway["retry_budget"]["enabled"]:
+        found.append("the gateway's retry budget off")
+    if not all(b["enabled"] for b in gateway["breakers"].values()):
+        found.append("the gateway's breakers off")
+    if gateway["desired"]["switches"] or gateway["desired"]["jitter_removed"]:
+        found.append(f"restarted cells would come back weakened: {gateway['desired']}")
+    for cell in state["cells"]:
+        index = cell["index"]
+        if not cell["alive"]:
+            if cells_up:
+                found.append(f"cell {index} down")
+            continue
+        cell_state = cell["state"]
+        if "error" in cell_state:
+            found.append(f"cell {index}: {cell_state['error']}")
+            continue
+        if cell_state["faults"]:
+            found.append(f"cell {index}: faults {[f['id'] for f in cell_state['faults']]}")
+        off = [name for name, on in cell_state["defenses"].items() if not on]
+        if off:
+            found.append(f"cell {index}: defenses off {off}")
+        if cell_state["jitter_removed"]:
+            found.append(f"cell {index}: jitter removed")
+    return found

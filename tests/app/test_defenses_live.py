@@ -89,7 +89,9 @@ def test_state_and_metrics_show_every_defense(clean_system: RunningSystem) -> No
 def test_internal_route_needs_the_token(clean_system: RunningSystem) -> None:
     """Only the system's own processes (with the admin token) may call the shared dependency."""
     assert httpx.post(f"{clean_system.url}/internal/shared/0", timeout=5).status_code == 401
-    answer = clean_system.admin("POST", "/internal/shared/0")
+    # The shared dependency is data plane: on the gateway's main listener, not the admin one.
+    headers = {"Authorization": f"Bearer {clean_system.token}"}
+    answer = httpx.post(f"{clean_system.url}/internal/shared/0", headers=headers, timeout=5)
     assert answer.status_code == 200 and answer.json()["result"] == "success"
 
 
