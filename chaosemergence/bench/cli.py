@@ -55,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seconds", type=float, default=None, help="each wrk run's length (default 5, quick 2)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=None, help="on/off alternations, best kept (default 2)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds of on, off and the sweep; best kept (default 3)",
     )
     parser.add_argument(
         "--output", type=Path, default=Path("bench-results.json"), help="where to write"
@@ -84,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"--sections: unknown {unknown}; known: {', '.join(SECTIONS)}")
     seconds = args.seconds or (2.0 if args.quick else 5.0)
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = args.rounds or (1 if args.quick else 3)
     if seconds <= 0 or rounds < 1:
         parser.error("--seconds must be > 0 and --rounds >= 1")
     started = time.perf_counter()
