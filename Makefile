@@ -35,11 +35,16 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Figures against anchors measured in the same run (docs/bench.md): prints a table and writes
+# bench-results.json; the service section drives wrk (Debian: apt-get install -y wrk).
+# BENCH_ARGS=--quick for a short run; BENCH_ARGS="--compare old.json" to set an earlier
+# run beside this one.
+BENCH_ARGS ?=
 bench: venv
-	$(PY) -m chaosemergence.bench
+	$(PY) -m chaosemergence.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) journal*.json journal*.html chaostoolkit.log .pytest_cache
+	rm -rf $(VENV) bench-results.json journal*.json journal*.html chaostoolkit.log .pytest_cache
 
 # The README's table of measured figures, from the journals .ci/run-experiment.sh left in
 # $(RESULTS_DIR) (docs/weekly.md).

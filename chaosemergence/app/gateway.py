@@ -53,6 +53,7 @@ from starlette.routing import Route
 
 from chaosemergence.app.auth import AdminAuthMiddleware
 from chaosemergence.app.cell_app import json_body
+from chaosemergence.app.cell_client import CellAnswer, CellClient, CellError, CellUnreachable
 from chaosemergence.app.dashboard import dashboard_routes
 from chaosemergence.app.faults import validate_fault_request
 from chaosemergence.app.lease import Lease, validate_lease_seconds
@@ -97,8 +98,6 @@ GATEWAY_RETRY_RATIO = 0.1
 CONTAINMENT_NOTE_SECONDS = 5.0
 MONITOR_SECONDS = 0.1
 SYNC_SECONDS = 1.0
-# The cell closed the connection without answering (it is restarting): safe to send again.
-RECONNECT_ERRORS = (httpx.RemoteProtocolError, httpx.ConnectError)
 # A breaker trip: entering one of these states.
 TRIP_STATES = (BreakerState.OPEN, BreakerState.EMERGENCY)
 
@@ -238,12 +237,14 @@ def create_gateway(
         metrics.writes_lost.labels(str(index)).set(0)
     started_at = time.time()
     headers = {"Authorization": f"Bearer {token}"}
-    # The data plane's client (event loop of the main thread) and the admin API's own (its
-    # thread's loop): an httpx client belongs to one loop, and the admin API must not queue
-    # behind users' requests in a shared pool.
+    # Users' requests go to the cells through `cells_client` (the hot path: aiohttp,
+    # app/cell_client.py). The data plane's signal pushes and admin relay use `client`, the
+    # admin API its own `admin_client` (its thread's loop): a client belongs to one loop, and
+    # the admin API must not queue behind users' requests in a shared pool.
+    cells_client = CellClient(settings.cell_timeout_seconds)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.cell_timeout_seconds, connect=1.0),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=64),
     )
     admin_client = httpx.AsyncClient(
         timeout=httpx.Timeout(ADMIN_FANOUT_TIMEOUT, connect=ADMIN_FANOUT_TIMEOUT),
@@ -321,7 +322,7 @@ def create_gateway(
         body = await request.body()
         started = time.perf_counter()
         status, content, retry_after = 503, b"", "1"
-        content_type = {"content-type": request.headers.get("content-type", "")}
+        content_type = request.headers.get("content-type")
         # Cellular: the home cell only, retried in place. Shared mode (cellular_routing off):
         # fail over through every live instance. Either way, with the retry budget on, a retry
         # is sent only while the budget allows it.
@@ -344,24 +345,21 @@ def create_gateway(
                 continue
             url = f"{target.url}/users/{user_id}/{route}"
 
-            async def send(url: str = url) -> httpx.Response:
+            async def send(url: str = url) -> CellAnswer:
                 try:
-                    return await client.request(
-                        request.method, url, content=body, headers=content_type
-                    )
-                except RECONNECT_ERRORS:
-                    # A draining cell closed this kept-alive connection: the request never
-                    # reached it. Send it once more (the next process takes it).
+                    return await cells_client.send(request.method, url, body, content_type)
+                except CellUnreachable:
+                    # A draining cell closed this kept-alive connection (or its socket
+                    # refused): the request never reached it. Send it once more (the next
+                    # process takes it).
                     metrics.reconnects.inc()
-                    return await client.request(
-                        request.method, url, content=body, headers=content_type
-                    )
+                    return await cells_client.send(request.method, url, body, content_type)
 
             try:
                 # The cell's breaker: only a cell that does not answer is a failure to it.
                 answer = await cell_breakers[cell].call(send)
-                status, content = answer.status_code, answer.content
-                retry_after = answer.headers.get("retry-after", "1")
+                status, content = answer.status, answer.content
+                retry_after = answer.retry_after or "1"
             except CircuitOpenError as error:
                 status = 503
                 content = f'{{"error": "cell {cell} circuit open"}}'.encode()
@@ -370,9 +368,9 @@ def create_gateway(
                 if all(c == cell for c in tries[attempt + 1 :]):
                     break  # retrying in place would only be rejected again
                 continue
-            except httpx.HTTPError as error:
+            except CellError as error:
                 status = 503
-                content = f'{{"error": "cell {cell} unavailable: {type(error).__name__}"}}'.encode()
+                content = f'{{"error": "cell {cell} unavailable: {error.kind}"}}'.encode()
             if status < 500:
                 break
         elapsed = time.perf_counter() - started
@@ -923,6 +921,7 @@ def create_gateway(
             await asyncio.gather(*loops, return_exceptions=True)
             handoff.attach(None)
             await client.aclose()
+            await cells_client.aclose()
             await shared.dependency.aclose()
 
     @contextlib.asynccontextmanager

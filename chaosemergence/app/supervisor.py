@@ -85,15 +85,14 @@ class CellProcess:
     killed_at: float | None = field(default=None)
     last_exit: CellExit | None = None
     reaped: bool = False  # the current process's exit has been handled
+    # The socket outlives every process of the cell, so its port and URL never change:
+    # read once (the gateway needs the URL on every request; getsockname is a syscall).
+    port: int = field(init=False)
+    url: str = field(init=False)
 
-    @property
-    def port(self) -> int:
-        port: int = self.sock.getsockname()[1]
-        return port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __post_init__(self) -> None:
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
 
     @property
     def alive(self) -> bool:

@@ -1,25 +1,22 @@
-"""Benchmark the defenses side by side with pybreaker, purgatory and uhashring and print ratios.
+"""The defense primitives side by side with pybreaker, purgatory and uhashring.
 
-Run with ``make bench`` (``python -m chaosemergence.bench``). Everything is measured
-in one process, one run, best of several repeats, so the ratios compare like with
-like on whatever machine runs them. These are benchmarks, not tests: nothing here
-asserts a timing.
+Everything is measured in one process, one run, best of several repeats, so the ratios
+compare like with like on whatever machine runs them. These are benchmarks, not tests:
+nothing here asserts a timing.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib
 import random
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from chaosemergence.bench.record import Record
 from chaosemergence.defenses import (
     CircuitBreaker,
     HashRing,
@@ -27,18 +24,7 @@ from chaosemergence.defenses import (
     SingleFlight,
 )
 
-__all__ = ["Result", "main", "run"]
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """One measured line of the report."""
-
-    section: str
-    name: str
-    value: float
-    unit: str
-    note: str = ""
+__all__ = ["primitives_section"]
 
 
 def _optional(module: str) -> Any:
@@ -84,7 +70,7 @@ def _sync_loop(call: Callable[[], Any], n: int) -> float:
     return time.perf_counter() - start
 
 
-async def breaker_overhead(n: int, repeat: int) -> list[Result]:
+async def breaker_overhead(record: Record, n: int, repeat: int) -> None:
     """Measure what a successful call through each breaker costs on top of the bare call.
 
     The contenders are measured in turns within each repeat (not one after the other),
@@ -115,25 +101,32 @@ async def breaker_overhead(n: int, repeat: int) -> list[Result]:
             keep("base_pg", await _async_loop(_noop, pg_n))
             keep("purgatory", await _async_loop(decorated, pg_n))
 
+    section = "primitives"
     ours_us = max(0.0, best["ours"] - best["base_async"]) / n * 1e6
-    results = [Result("breaker", "chaosemergence", ours_us, "us/call", "asyncio, CLOSED")]
-    if pb is not None:
-        pb_us = max(0.0, best["pybreaker"] - best["base_sync"]) / n * 1e6
-        version = getattr(pybreaker, "__version__", "")
-        note = f"{version} sync call (its async API needs tornado)".strip()
-        results.append(Result("breaker", "pybreaker", pb_us, "us/call", note))
-        results.append(
-            Result("breaker", "ours / pybreaker", ours_us / pb_us, "ratio", "goal <= 0.5")
-        )
-    else:
-        results.append(Result("breaker", "pybreaker", float("nan"), "us/call", "not installed"))
-    if decorated is not None:
-        pg_us = max(0.0, best["purgatory"] - best["base_pg"]) / pg_n * 1e6
-        results.append(Result("breaker", "purgatory", pg_us, "us/call", "async decorator"))
-        results.append(Result("breaker", "ours / purgatory", ours_us / pg_us, "ratio"))
-    else:
-        results.append(Result("breaker", "purgatory", float("nan"), "us/call", "not installed"))
-    return results
+    pb_us = max(0.0, best["pybreaker"] - best["base_sync"]) / n * 1e6 if pb is not None else None
+    pg_us = (
+        max(0.0, best["purgatory"] - best["base_pg"]) / pg_n * 1e6
+        if decorated is not None
+        else None
+    )
+    # pybreaker's sync call (its async API needs tornado); purgatory's async decorator.
+    record.add(section, "pybreaker_us_per_call", pb_us, "us/call")
+    record.add(section, "purgatory_us_per_call", pg_us, "us/call")
+    record.add(
+        section,
+        "breaker_us_per_call",
+        ours_us,
+        "us/call",
+        anchor=f"{section}/pybreaker_us_per_call",
+        goal="ratio <= 0.5",
+    )
+    record.add(
+        section,
+        "breaker_us_per_call_vs_purgatory",
+        ours_us,
+        "us/call",
+        anchor=f"{section}/purgatory_us_per_call",
+    )
 
 
 # -- breaker throughput vs concurrency ----------------------------------------------
@@ -175,41 +168,35 @@ def _pybreaker_throughput(concurrency: int, total: int, latency: float) -> float
     return per_thread * concurrency / (time.perf_counter() - start)
 
 
-async def breaker_concurrency(levels: Sequence[int], total: int, latency: float) -> list[Result]:
+async def breaker_concurrency(
+    record: Record, levels: Sequence[int], total: int, latency: float
+) -> None:
     """Calls per second through a breaker around a dependency taking ``latency`` seconds."""
-    results: list[Result] = []
+    section = "breaker_concurrency"
     have_pybreaker = _optional("pybreaker") is not None
     for c in levels:
         bare = await _ours_throughput(c, total, latency, guard=False)
         ours = await _ours_throughput(c, total, latency, guard=True)
-        results.append(
-            Result(
-                "concurrency",
-                f"chaosemergence c={c}",
-                ours,
-                "calls/s",
-                f"{ours / bare:.2f} of unguarded asyncio",
-            )
+        pb = _pybreaker_throughput(c, total, latency) if have_pybreaker else None
+        record.add(section, f"unguarded_c{c}", bare, "calls/s")
+        record.add(section, f"pybreaker_threads_c{c}", pb, "calls/s")
+        record.add(section, f"breaker_c{c}", ours, "calls/s", anchor=f"{section}/unguarded_c{c}")
+        record.add(
+            section,
+            f"breaker_vs_pybreaker_c{c}",
+            ours,
+            "calls/s",
+            anchor=f"{section}/pybreaker_threads_c{c}",
         )
-        if have_pybreaker:
-            pb = _pybreaker_throughput(c, total, latency)
-            results.append(
-                Result(
-                    "concurrency",
-                    f"pybreaker c={c} threads",
-                    pb,
-                    "calls/s",
-                    f"ours/pybreaker {ours / pb:.1f}x",
-                )
-            )
-    return results
 
 
 # -- singleflight --------------------------------------------------------------------
 
 
-async def singleflight_cost(waiters: int, repeat: int) -> list[Result]:
+async def singleflight_cost(record: Record, waiters: int, repeat: int) -> None:
     """Per-waiter cost of coalescing ``waiters`` concurrent callers onto one computation."""
+
+    computed: list[int] = []
 
     async def coalesced() -> float:
         sf = SingleFlight()
@@ -229,7 +216,7 @@ async def singleflight_cost(waiters: int, repeat: int) -> list[Result]:
         gate.set()
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-        assert computations == 1, computations
+        computed.append(computations)
         return elapsed
 
     async def plain() -> float:
@@ -248,19 +235,29 @@ async def singleflight_cost(waiters: int, repeat: int) -> list[Result]:
 
     sf_t = await _abest(coalesced, repeat)
     plain_t = await _abest(plain, repeat)
-    per = sf_t / waiters * 1e6
-    base = plain_t / waiters * 1e6
-    return [
-        Result("singleflight", f"{waiters} waiters, 1 computation", per, "us/waiter"),
-        Result("singleflight", "bare task awaiting a shared future", base, "us/waiter"),
-        Result("singleflight", "singleflight / bare", per / base, "ratio"),
-    ]
+    section = "primitives"
+    record.add(section, "shared_future_us_per_waiter", plain_t / waiters * 1e6, "us/waiter")
+    record.add(
+        section,
+        "singleflight_us_per_waiter",
+        sf_t / waiters * 1e6,
+        "us/waiter",
+        anchor=f"{section}/shared_future_us_per_waiter",
+    )
+    # Computations for one hot key with `waiters` concurrent callers (the worst repeat).
+    record.add(
+        section,
+        "singleflight_computations",
+        float(max(computed)),
+        "computations",
+        goal="value <= 1",
+    )
 
 
 # -- shedding ------------------------------------------------------------------------
 
 
-def shedding_cost(n: int, repeat: int) -> list[Result]:
+def shedding_cost(record: Record, n: int, repeat: int) -> None:
     """Cost of one admit/shed decision at the red level with a mixed priority stream."""
     shedder = LoadShedder(rng=random.Random(1))
     shedder.update(0.8)
@@ -282,13 +279,16 @@ def shedding_cost(n: int, repeat: int) -> list[Result]:
             _ = r() < 0.3
         return time.perf_counter() - start
 
-    per = _best(decide, repeat) / n * 1e6
-    base = _best(draw, repeat) / n * 1e6
-    return [
-        Result("shedding", "LoadShedder.admit", per, "us/decision", "red level, mixed priorities"),
-        Result("shedding", "bare rng draw", base, "us/decision"),
-        Result("shedding", "admit / rng draw", per / base, "ratio"),
-    ]
+    section = "primitives"
+    record.add(section, "rng_draw_us", _best(draw, repeat) / n * 1e6, "us/decision")
+    # Red level, mixed priorities.
+    record.add(
+        section,
+        "shedder_admit_us",
+        _best(decide, repeat) / n * 1e6,
+        "us/decision",
+        anchor=f"{section}/rng_draw_us",
+    )
 
 
 # -- hash ring -----------------------------------------------------------------------
@@ -299,7 +299,7 @@ def _spread(counts: Counter[str], n: int, nodes: int) -> float:
     return max(abs(c - expected) / expected for c in counts.values())
 
 
-def hashring_cost(n: int, repeat: int) -> list[Result]:
+def hashring_cost(record: Record, n: int, repeat: int) -> None:
     """Lookup cost and balance of our ring against uhashring, 10 nodes."""
     nodes = [f"cell-{i}" for i in range(10)]
     keys = [f"user-{i}" for i in range(n)]
@@ -312,85 +312,49 @@ def hashring_cost(n: int, repeat: int) -> list[Result]:
             lookup(k)
         return time.perf_counter() - start
 
+    section = "primitives"
     ours_us = _best(ours_lookup, repeat) / n * 1e6
     ours_spread = _spread(Counter(ours.node_for(k) for k in keys), n, len(nodes))
-    results = [
-        Result(
-            "hashring",
-            "chaosemergence",
-            ours_us,
-            "us/lookup",
-            f"{ours.vnodes} vnodes, worst node {ours_spread:+.1%} off even",
-        ),
-    ]
     uhashring = _optional("uhashring")
-    if uhashring is None:
-        results.append(Result("hashring", "uhashring", float("nan"), "us/lookup", "not installed"))
-        return results
-    theirs = uhashring.HashRing(nodes)
+    theirs_us: float | None = None
+    theirs_spread: float | None = None
+    if uhashring is not None:
+        theirs = uhashring.HashRing(nodes)
 
-    def theirs_lookup() -> float:
-        lookup = theirs.get_node
-        start = time.perf_counter()
-        for k in keys:
-            lookup(k)
-        return time.perf_counter() - start
+        def theirs_lookup() -> float:
+            lookup = theirs.get_node
+            start = time.perf_counter()
+            for k in keys:
+                lookup(k)
+            return time.perf_counter() - start
 
-    theirs_us = _best(theirs_lookup, repeat) / n * 1e6
-    theirs_spread = _spread(Counter(theirs.get_node(k) for k in keys), n, len(nodes))
-    results.append(
-        Result(
-            "hashring",
-            "uhashring",
-            theirs_us,
-            "us/lookup",
-            f"default vnodes, worst node {theirs_spread:+.1%} off even",
-        )
+        theirs_us = _best(theirs_lookup, repeat) / n * 1e6
+        theirs_spread = _spread(Counter(theirs.get_node(k) for k in keys), n, len(nodes))
+    # 10 nodes; spread: the worst node's share off an even split (0.05 = 5% off).
+    record.add(section, "uhashring_us_per_lookup", theirs_us, "us/lookup")
+    record.add(
+        section,
+        "hashring_us_per_lookup",
+        ours_us,
+        "us/lookup",
+        anchor=f"{section}/uhashring_us_per_lookup",
     )
-    results.append(Result("hashring", "ours / uhashring", ours_us / theirs_us, "ratio"))
-    return results
+    record.add(section, "uhashring_spread", theirs_spread, "fraction")
+    record.add(
+        section,
+        "hashring_spread",
+        ours_spread,
+        "fraction",
+        anchor=f"{section}/uhashring_spread",
+    )
 
 
-# -- driver --------------------------------------------------------------------------
-
-
-async def run(quick: bool = False) -> list[Result]:
-    """Run every benchmark and return the results (``quick`` shrinks the workloads)."""
+async def primitives_section(record: Record, quick: bool = False) -> None:
+    """Run every primitive benchmark into ``record`` (``quick`` shrinks the workloads)."""
     scale = 5 if quick else 1
     repeat = 3 if quick else 5
-    results: list[Result] = []
-    results += await breaker_overhead(100_000 // scale, repeat)
-    results += await breaker_concurrency((1, 4, 16, 64), 512 // scale, 0.001)
-    results += await singleflight_cost(10_000 // scale, repeat)
-    results += shedding_cost(100_000 // scale, repeat)
-    results += hashring_cost(100_000 // scale, repeat)
-    return results
-
-
-def _format(results: Sequence[Result]) -> str:
-    lines: list[str] = []
-    section = ""
-    for r in results:
-        if r.section != section:
-            section = r.section
-            lines.append(f"\n[{section}]")
-        value = "n/a" if r.value != r.value else f"{r.value:,.3f}"
-        lines.append(f"  {r.name:<40} {value:>14} {r.unit:<12} {r.note}")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmarks and print a side-by-side report."""
-    parser = argparse.ArgumentParser(prog="python -m chaosemergence.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller workloads (smoke run)")
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    results = asyncio.run(run(quick=args.quick))
-    print(f"chaosemergence defense benchmarks (python {sys.version.split()[0]})")
-    print(_format(results))
-    print(f"\ntotal {time.perf_counter() - started:.1f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    await breaker_overhead(record, 100_000 // scale, repeat)
+    await breaker_concurrency(record, (1, 4, 16, 64), 512 // scale, 0.001)
+    await singleflight_cost(record, 10_000 // scale, repeat)
+    shedding_cost(record, 100_000 // scale, repeat)
+    hashring_cost(record, 100_000 // scale, repeat)

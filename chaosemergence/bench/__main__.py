@@ -1,0 +1,3 @@
+from chaosemergence.bench.cli import main
+
+raise SystemExit(main())
