@@ -96,6 +96,9 @@ ROUTES = ("profile", "payments", "recommendations")
 GATEWAY_RETRY_RATIO = 0.1
 # Containment is recorded once per cell per burst, not per request.
 CONTAINMENT_NOTE_SECONDS = 5.0
+# The gateway -> cell breakers: half of at least 5 calls in 5 s failed (docs/defenses.md).
+GATEWAY_BREAKER_WINDOW_SECONDS = 5.0
+GATEWAY_BREAKER_MINIMUM_CALLS = 5
 MONITOR_SECONDS = 0.1
 SYNC_SECONDS = 1.0
 # A breaker trip: entering one of these states.
@@ -221,7 +224,15 @@ def create_gateway(
     cell_breakers = [
         CircuitBreaker(
             f"gateway.cell{i}",
-            BreakerConfig(slow_call_seconds=settings.cell_timeout_seconds),
+            # A failure rate over a short window, not 5 in a row: a busy cell's brief stall
+            # (a few timeouts among hundreds of answers) must not cut all its users off for
+            # the open duration; a hung or dead cell fails every call and trips within 5.
+            BreakerConfig(
+                failure_threshold=0,
+                window_seconds=GATEWAY_BREAKER_WINDOW_SECONDS,
+                minimum_calls=GATEWAY_BREAKER_MINIMUM_CALLS,
+                slow_call_seconds=settings.cell_timeout_seconds,
+            ),
             events=gateway_events,
             listeners=(on_cell_breaker,),
         )

@@ -75,7 +75,10 @@ def test_a_spike_sized_from_the_baseline_reaches_the_multiple_of_capacity(
         multiple=2, duration=30, ramp_timeout=30, reach=0.8, configuration=configuration
     )
     assert out["capacity_rps"] == pytest.approx(4.0)
-    assert out["users"] == plan_spike(2, 4.0, out["baseline_rps"], 4).users
+    # The answer's baseline_rps is rounded to 3 decimals: re-deriving from it can land one
+    # user either side of the ceiling the action computed from the exact rate.
+    assert abs(out["users"] - plan_spike(2, 4.0, out["baseline_rps"], 4).users) <= 1
+    assert (out["users"] + 4) * out["per_user_rps"] >= 0.99 * out["target_rps"]
     assert out["baseline_rps"] == pytest.approx(rate, rel=0.35)  # read a moment earlier
     assert out["reached_rps"] >= 0.8 * 8.0
     assert out["reached_multiple"] >= 1.6
