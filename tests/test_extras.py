@@ -35,7 +35,8 @@ def test_defenses_import_with_the_standard_library_alone() -> None:
     code = (
         "import sys\n"
         "before = set(sys.modules)\n"
-        "import chaosemergence.defenses\n"
+        "import chaosemergence.defenses, chaosemergence.defenses.detect\n"
+        "import chaosemergence.defenses.control, chaosemergence.defenses.metrics\n"
         "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
         "print(sorted(new - set(sys.stdlib_module_names) - {'chaosemergence'}))\n"
     )

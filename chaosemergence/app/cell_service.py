@@ -43,13 +43,11 @@ from chaosemergence.app.settings import SystemSettings
 from chaosemergence.app.storage import CellStore
 from chaosemergence.app.switches import DEFENSES, apply_switches
 from chaosemergence.defenses import (
-    NULL_RECORDER,
     AdaptiveThrottle,
     BreakerConfig,
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
-    ComplexityBudget,
     DefenseError,
     EventLog,
     ExponentialBackoff,
@@ -63,6 +61,8 @@ from chaosemergence.defenses import (
     RetryPolicy,
     SingleFlight,
 )
+from chaosemergence.defenses.detect import ComplexityBudget
+from chaosemergence.defenses.metrics import NULL_RECORDER
 
 __all__ = ["DEFENSES", "CellService", "Reply"]
 
