@@ -14,6 +14,7 @@ docs/defenses.md.
 from ._breaker import BreakerConfig, BreakerState, CircuitBreaker
 from ._errors import CircuitOpenError, DefenseError, LoadShedError
 from ._events import DefenseEvent, EventLog
+from ._guard import Fallback, Guard
 from ._hashring import HashRing, stable_hash
 from ._jitter import Jitter
 from ._recorder import MetricsRecorder
@@ -43,7 +44,9 @@ __all__ = [
     "DefenseEvent",
     "EventLog",
     "ExponentialBackoff",
+    "Fallback",
     "FullJitterBackoff",
+    "Guard",
     "HashRing",
     "Jitter",
     "LoadShedError",
