@@ -13,6 +13,13 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from chaosemergence.extras import MissingExtraError, require
+
+    try:
+        require("reference", "chaosemergence serve (the reference system)")
+    except MissingExtraError as error:
+        print(f"chaosemergence serve: {error}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from chaosemergence.app.admin_server import (
@@ -207,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "dashboard":
+        from chaosemergence.extras import MissingExtraError, require
+
+        try:
+            require("reference", "chaosemergence dashboard")
+        except MissingExtraError as error:
+            print(f"chaosemergence dashboard: {error}", file=sys.stderr)
+            return 2
         from chaosemergence.terminal_dashboard import dashboard_command
 
         return dashboard_command(args.url, args.state_dir, args.once, args.interval)

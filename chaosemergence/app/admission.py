@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from chaosemergence.app.boundary import CellBoundary
 from chaosemergence.app.memory import MemoryModel
-from chaosemergence.defenses import LoadShedder, StagedRecovery
+from chaosemergence.defenses import LoadShedder
+from chaosemergence.defenses.control import StagedRecovery
 
 __all__ = ["ROUTE_CLASSES", "Admission", "Refusal", "RouteClass"]
 

@@ -7,8 +7,11 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+# Types only: the extension imports TOKEN_ENV from here without the [reference] extra.
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["AdminAuthMiddleware", "load_or_create_token"]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chaosemergence.defenses import HotKeyTracker
+from chaosemergence.defenses.detect import HotKeyTracker
 
 __all__ = ["Cache", "Entry", "Lookup"]
 

@@ -20,7 +20,6 @@ from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.cell_app import create_cell_app
 from chaosemergence.app.cell_service import CellService
 from chaosemergence.app.lifecycle import RESTART_EXIT_CODE, events_file, exit_marker
-from chaosemergence.app.metrics import PrometheusRecorder
 from chaosemergence.app.settings import (
     SystemSettings,
     admin_url_file_for_port,
@@ -29,6 +28,7 @@ from chaosemergence.app.settings import (
     token_file_for_port,
 )
 from chaosemergence.app.shared_client import SharedDependencyClient
+from chaosemergence.defenses.metrics import PrometheusRecorder
 
 PARENT_CHECK_SECONDS = 1.0
 

@@ -8,9 +8,9 @@ negative-control experiments can watch the failure loops close.
 
 A user request goes: admission (``app/admission.py``: the cell's boundary, staged recovery,
 memory guardrail, GC breaker, load shedder) -> GC pauses (``app/memory.py``) -> handler ->
-dependency call (breaker -> adaptive throttle -> retry policy with budget -> simulated
-dependency). Every call that leaves the cell goes through a circuit breaker: its three
-dependencies (the database included) and the shared-config poll. Once a second
+dependency call (the library's ``Guard``: breaker -> adaptive throttle -> retry policy with
+budget -> simulated dependency). Every call that leaves the cell goes through a circuit
+breaker: its three dependencies (the database included) and the shared-config poll. Once a second
 ``app/control.py`` measures the cell and ticks the ControlLoop.
 """
 
@@ -43,17 +43,16 @@ from chaosemergence.app.settings import SystemSettings
 from chaosemergence.app.storage import CellStore
 from chaosemergence.app.switches import DEFENSES, apply_switches
 from chaosemergence.defenses import (
-    NULL_RECORDER,
     AdaptiveThrottle,
     BreakerConfig,
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
-    ComplexityBudget,
     DefenseError,
     EventLog,
     ExponentialBackoff,
     FullJitterBackoff,
+    Guard,
     Jitter,
     LoadShedder,
     LoadShedError,
@@ -63,6 +62,8 @@ from chaosemergence.defenses import (
     RetryPolicy,
     SingleFlight,
 )
+from chaosemergence.defenses.detect import ComplexityBudget
+from chaosemergence.defenses.metrics import NULL_RECORDER
 
 __all__ = ["DEFENSES", "CellService", "Reply"]
 
@@ -284,6 +285,9 @@ class CellService:
         self.model_kept = 0  # periodic refreshes answered by the breaker's fallback
         self.requests = 0
         self.retry_policies = {name: self._make_retry_policy(name) for name in self.dependencies}
+        # Each dependency call's composition (breaker -> throttle -> retry with budget -> the
+        # call, with the caller's fallback): the library's Guard over the layers above.
+        self.guards = {name: self._make_guard(name) for name in self.dependencies}
         self._noted: dict[str, float] = {}
         self._refreshing: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -360,6 +364,22 @@ class CellService:
             naive_delay=0.01,
         )
 
+    def _make_guard(self, name: str) -> Guard:
+        def throttled(_error: LoadShedError) -> None:
+            self.throttled[name] += 1
+
+        def fell_back(_error: BaseException) -> None:
+            self.fallbacks[name] += 1
+
+        return Guard(
+            name=f"cell{self.index}.{name}",
+            breaker=self.breakers[name],
+            throttle=self.throttles[name],
+            retry=self.retry_policies[name],
+            on_throttled=throttled,
+            on_fallback=fell_back,
+        )
+
     def named_breakers(self) -> dict[str, CircuitBreaker]:
         """Every breaker on the cell's boundaries, by what it guards."""
         named = dict(self.breakers)
@@ -431,36 +451,20 @@ class CellService:
         ``CircuitOpenError`` while open (the caller decides what to serve instead).
         """
         dependency = self.dependencies[name]
-        policy = self.retry_policies[name]
-        policy.backoff = self._backoff()
-        throttle = self.throttles[name]
+        self.retry_policies[name].backoff = self._backoff()
 
         async def operation() -> dict[str, Any] | None:
-            try:
-                await throttle.call(lambda: policy.run(dependency.call))
-            except LoadShedError:
-                self.throttled[name] += 1
-                raise
+            await dependency.call()
             return None
 
-        breaker = self.breakers[name]
-        if not breaker.enabled:
-            try:
-                return await operation()
-            except LoadShedError:
-                if fallback is None:
-                    raise
-                self.fallbacks[name] += 1
-                return await fallback()
         if fallback is None:
-            return await breaker.call(operation)
+            return await self.guards[name].run(operation)
         serve = fallback
 
-        async def on_fallback(_error: BaseException | None) -> dict[str, Any] | None:
-            self.fallbacks[name] += 1
+        async def answer(_error: BaseException) -> dict[str, Any] | None:
             return await serve()
 
-        return await breaker.call(operation, on_fallback)
+        return await self.guards[name].run(operation, fallback=answer)
 
     # ----------------------------------------------------------------- requests
     async def handle(self, route: str, user_id: str, work: Callable[[], Awaitable[Reply]]) -> Reply:

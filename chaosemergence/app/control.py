@@ -38,15 +38,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chaosemergence.defenses import (
-    ComplexityInputs,
+from chaosemergence.defenses import EventLog
+from chaosemergence.defenses.control import (
     ControlLoop,
-    EventLog,
     LoopInputs,
     LoopReport,
-    MetastableDetector,
     RecoveryAction,
     StagedRecovery,
+)
+from chaosemergence.defenses.detect import (
+    ComplexityInputs,
+    MetastableDetector,
     StampedeDetector,
     cascade_risk,
     isolation_score,

@@ -32,9 +32,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from chaosemergence.app.admission import ROUTE_CLASSES
-from chaosemergence.defenses.control_loop import PATTERNS
-from chaosemergence.defenses.metastable import RESTORE_STEPS
-from chaosemergence.defenses.shedding import CRITICAL_FEATURES, EMERGENCY, GREEN, RED, YELLOW
+from chaosemergence.defenses.control import (
+    CRITICAL_FEATURES,
+    EMERGENCY,
+    GREEN,
+    PATTERNS,
+    RED,
+    RESTORE_STEPS,
+    YELLOW,
+)
 from chaosemergence.measure import (
     bucket_counts,
     histogram_quantile,

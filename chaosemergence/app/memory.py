@@ -33,12 +33,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from chaosemergence.app.settings import SystemSettings
-from chaosemergence.defenses import (
-    EventLog,
-    GcPressureBreaker,
-    MemoryGuardrail,
-    PredictiveRestart,
-)
+from chaosemergence.defenses import EventLog
+from chaosemergence.defenses.control import GcPressureBreaker, MemoryGuardrail, PredictiveRestart
 
 __all__ = ["MB", "MemoryModel", "Pressure", "validate_pressure_request"]
 

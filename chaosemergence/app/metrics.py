@@ -10,69 +10,46 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+# The series any service embedding the defenses exports come from the library: the same
+# names, help texts and labels here as there (docs/defenses.md, "Metrics").
+from chaosemergence.defenses.metrics import (
+    BACKEND_COMPUTATIONS,
+    BREAKER_RISK,
+    BREAKER_STATE,
+    BREAKER_STATE_VALUES,
+    CACHE_REQUESTS,
+    DEPENDENCY_ATTEMPTS,
+    DEPENDENCY_RETRIES,
+    FALLBACKS,
+    LATENCY_BUCKETS,
+    THROTTLED_CALLS,
+    PrometheusRecorder,
+    new_family,
+    request_series,
+)
 
 if TYPE_CHECKING:
     from chaosemergence.app.cell_service import CellService
 
-__all__ = ["LATENCY_BUCKETS", "CellCollector", "GatewayMetrics", "PrometheusRecorder"]
-
-# Seconds; dense around the 1 s tolerance of the flagship experiment.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-BREAKER_STATE_VALUES = {"closed": 0, "open": 1, "half_open": 2, "emergency": 3}
-
-
-class PrometheusRecorder:
-    """The defenses' MetricsRecorder on a Prometheus registry.
-
-    A counter ``emergence_defense_<name>_total`` is created on first use, with the labels
-    of that first call plus the constant ones (``cell``); later calls must use the same
-    labels. The prefix keeps these apart from the names the CellCollector exports.
-    """
-
-    def __init__(self, registry: CollectorRegistry, **constant_labels: str) -> None:
-        self._registry = registry
-        self._constant = constant_labels
-        # Event-loop only (one cell process = one loop): metric name -> its counter.
-        self._counters: dict[str, Counter] = {}
-
-    def increment(self, name: str, amount: float = 1.0, /, **labels: str) -> None:
-        labels = {**self._constant, **labels}
-        counter = self._counters.get(name)
-        if counter is None:
-            counter = Counter(
-                f"emergence_defense_{name}",
-                f"{name.replace('_', ' ').capitalize()} (reported by the defenses).",
-                sorted(labels),
-                registry=self._registry,
-            )
-            self._counters[name] = counter
-        counter.labels(**labels).inc(amount)
-
-    def observe(self, name: str, value: float, /, **labels: str) -> None:
-        # No defense observes yet; counted so a new one is visible rather than lost.
-        self.increment(f"{name}_observations", **labels)
+__all__ = [
+    "BREAKER_STATE_VALUES",
+    "LATENCY_BUCKETS",
+    "CellCollector",
+    "GatewayMetrics",
+    "PrometheusRecorder",
+]
 
 
 class GatewayMetrics:
     """What users see: requests by route, cell and outcome; latency histogram in seconds."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "emergence_requests",
-            "User requests answered by the gateway.",
-            ["route", "cell", "outcome"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "emergence_request_duration_seconds",
-            "User-visible request latency at the gateway.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        # What users see, as every service embedding the library exports it.
+        self.requests, self.latency = request_series(registry)
         self.gateway_retries = Counter(
             "emergence_gateway_retries",
             "Retries (and failovers) the gateway sent towards cells.",
@@ -156,41 +133,22 @@ class CellCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         cell = self._cell
         label = str(cell.index)
-        attempts = CounterMetricFamily(
-            "emergence_dependency_attempts",
-            "Attempts made to a dependency, retries included.",
-            labels=["cell", "dependency"],
-        )
-        retries = CounterMetricFamily(
-            "emergence_dependency_retries",
-            "Retries made to a dependency.",
-            labels=["cell", "dependency"],
-        )
+        attempts = new_family(DEPENDENCY_ATTEMPTS)
+        retries = new_family(DEPENDENCY_RETRIES)
         outcomes = CounterMetricFamily(
             "emergence_dependency_results",
             "Dependency attempts by result.",
             labels=["cell", "dependency", "result"],
         )
-        fallbacks = CounterMetricFamily(
-            "emergence_fallbacks", "Calls answered by a fallback.", labels=["cell", "dependency"]
-        )
+        fallbacks = new_family(FALLBACKS)
         in_flight = GaugeMetricFamily(
             "emergence_dependency_in_flight", "Calls being served.", labels=["cell", "dependency"]
         )
         waiting = GaugeMetricFamily(
             "emergence_dependency_queue_depth", "Calls queued.", labels=["cell", "dependency"]
         )
-        breaker = GaugeMetricFamily(
-            "emergence_breaker_state",
-            "0 closed, 1 open, 2 half-open, 3 emergency.",
-            labels=["cell", "dependency"],
-        )
-        risk = GaugeMetricFamily(
-            "emergence_breaker_emergence_risk",
-            "Each breaker's emergence risk from its last fresh signals (0..1; above 0.5 it "
-            "stays open 30 s, above 0.8 60 s).",
-            labels=["cell", "dependency"],
-        )
+        breaker = new_family(BREAKER_STATE)
+        risk = new_family(BREAKER_RISK)
         trips = CounterMetricFamily(
             "emergence_breaker_trips",
             "Breaker trips: a breaker entering open or emergency.",
@@ -229,18 +187,12 @@ class CellCollector(Collector):
             risk,
             trips,
         )
-        throttled = CounterMetricFamily(
-            "emergence_throttled_calls",
-            "Dependency calls the adaptive throttle rejected locally.",
-            labels=["cell", "dependency"],
-        )
+        throttled = new_family(THROTTLED_CALLS)
         for name, value in cell.throttled.items():
             throttled.add_metric([label, name], value)
         yield throttled
 
-        cache = CounterMetricFamily(
-            "emergence_cache_requests", "Cache lookups by result.", labels=["cell", "result"]
-        )
+        cache = new_family(CACHE_REQUESTS)
         cache.add_metric([label, "hit"], cell.cache.hits)
         cache.add_metric([label, "miss"], cell.cache.misses)
         cache.add_metric([label, "stale"], cell.cache.stale)
@@ -259,9 +211,7 @@ class CellCollector(Collector):
         )
         early.add_metric([label], cell.early_refreshes)
         yield early
-        computations = CounterMetricFamily(
-            "emergence_backend_computations", "Profile computations (cache fills).", labels=["cell"]
-        )
+        computations = new_family(BACKEND_COMPUTATIONS)
         computations.add_metric([label], cell.computations)
         yield computations
         coalesced = CounterMetricFamily(

@@ -27,7 +27,7 @@ from chaosemergence.app.dependency import (
 )
 from chaosemergence.app.faults import FaultTable
 from chaosemergence.app.settings import SystemSettings
-from chaosemergence.defenses import LoadSeries, correlation_level, max_pairwise_correlation
+from chaosemergence.defenses.detect import LoadSeries, correlation_level, max_pairwise_correlation
 
 __all__ = ["MAX_WINDOW_SECONDS", "SHARED_DEPENDENCY", "SharedDependencyHost", "peak_to_mean"]
 

@@ -17,12 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from chaosemergence.bench.record import Record
-from chaosemergence.defenses import (
-    CircuitBreaker,
-    HashRing,
-    LoadShedder,
-    SingleFlight,
-)
+from chaosemergence.defenses import CircuitBreaker, HashRing, LoadShedder, SingleFlight
 
 __all__ = ["primitives_section"]
 

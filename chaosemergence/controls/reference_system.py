@@ -35,6 +35,7 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 from chaosemergence.activity import parse_switch
 from chaosemergence.app.switches import ALL_DEFENSES
 from chaosemergence.client import AdminClient
+from chaosemergence.extras import MissingExtraError, require
 from chaosemergence.lease import keep_lease, release_lease
 from chaosemergence.settings import (
     BASELINE_KEY,
@@ -103,6 +104,10 @@ def start_reference_system(
 
     `system` holds settings overrides (capacities, service times...), passed as --config.
     """
+    try:
+        require("reference", "the reference_system control")
+    except MissingExtraError as error:
+        raise InterruptExecution(str(error)) from None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.state_dir / f"serve-{settings.port}.log"
     command = [

@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from chaosemergence.app.jobs import PeriodicJob
-from chaosemergence.defenses import Jitter, max_pairwise_correlation
+from chaosemergence.defenses import Jitter
+from chaosemergence.defenses.detect import max_pairwise_correlation
 
 JITTER = Jitter("uniform", 0.5, random.Random(2))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from chaosemergence.defenses import AdaptiveThrottle, EventLog, LoadShedError, StampedeDetector
-from chaosemergence.defenses.xfetch import StampedeSignals
+from chaosemergence.defenses import AdaptiveThrottle, EventLog, LoadShedError
+from chaosemergence.defenses.detect import StampedeDetector, StampedeSignals
 
 
 async def test_a_concurrent_burst_from_idle_is_not_throttled() -> None:

@@ -20,7 +20,7 @@ from chaosemergence.app.cell_service import CellService
 from chaosemergence.app.dependency import DependencyTimeout, SimulatedDependency
 from chaosemergence.app.faults import FaultTable
 from chaosemergence.app.settings import DependencySettings, SystemSettings
-from chaosemergence.defenses import RecoveryAction
+from chaosemergence.defenses.control import RecoveryAction
 
 
 def _database(serve_abandoned: bool) -> SimulatedDependency:

@@ -14,9 +14,9 @@ from chaosemergence.defenses import (
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
-    EmergenceSignals,
     EventLog,
 )
+from chaosemergence.defenses.detect import EmergenceSignals
 
 from .conftest import FakeClock, run_now
 

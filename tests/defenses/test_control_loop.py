@@ -7,19 +7,9 @@ import random
 
 import pytest
 
-from chaosemergence.defenses import (
-    BreakerState,
-    CircuitBreaker,
-    ComplexityInputs,
-    ControlLoop,
-    EventLog,
-    Jitter,
-    LoadShedder,
-    LoopInputs,
-    MetastableDetector,
-    RecoveryPhase,
-    StagedRecovery,
-)
+from chaosemergence.defenses import BreakerState, CircuitBreaker, EventLog, Jitter, LoadShedder
+from chaosemergence.defenses.control import ControlLoop, LoopInputs, RecoveryPhase, StagedRecovery
+from chaosemergence.defenses.detect import ComplexityInputs, MetastableDetector
 
 from .conftest import FakeClock
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from chaosemergence.defenses import (
+from chaosemergence.defenses.detect import (
     CorrelationLevel,
     LoadSeries,
     align,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chaosemergence.defenses import (
+from chaosemergence.defenses.detect import (
     average_clustering,
     betweenness_centrality,
     density,

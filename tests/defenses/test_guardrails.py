@@ -6,8 +6,8 @@ import gc
 
 import pytest
 
-from chaosemergence.defenses import (
-    EventLog,
+from chaosemergence.defenses import EventLog
+from chaosemergence.defenses.control import (
     GcPressureBreaker,
     GuardrailLevel,
     MemoryGuardrail,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chaosemergence.defenses import CASCADE_ALERT, cascade_risk, isolation_score
+from chaosemergence.defenses.detect import CASCADE_ALERT, cascade_risk, isolation_score
 
 
 @pytest.mark.parametrize(

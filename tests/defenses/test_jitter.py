@@ -8,7 +8,8 @@ import statistics
 
 import pytest
 
-from chaosemergence.defenses import EventLog, Jitter, adaptive_factor
+from chaosemergence.defenses import EventLog, Jitter
+from chaosemergence.defenses.control import adaptive_factor
 
 N = 20_000
 KS_CRITICAL = 1.63 / math.sqrt(N)  # Kolmogorov-Smirnov at alpha = 0.01

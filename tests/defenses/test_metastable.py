@@ -6,15 +6,9 @@ import random
 
 import pytest
 
-from chaosemergence.defenses import (
-    EventLog,
-    MetastableDetector,
-    RecoveryAction,
-    RecoveryPhase,
-    StagedRecovery,
-    StuckState,
-    SystemState,
-)
+from chaosemergence.defenses import EventLog
+from chaosemergence.defenses.control import RecoveryAction, RecoveryPhase, StagedRecovery
+from chaosemergence.defenses.detect import MetastableDetector, StuckState, SystemState
 
 from .conftest import FakeClock
 

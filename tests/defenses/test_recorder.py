@@ -14,12 +14,12 @@ from chaosemergence.defenses import (
     CircuitOpenError,
     EventLog,
     ExponentialBackoff,
-    InMemoryRecorder,
     LoadShedder,
     RetryBudget,
     RetryPolicy,
     SingleFlight,
 )
+from chaosemergence.defenses.metrics import InMemoryRecorder
 
 from .conftest import FakeClock, run_now
 

@@ -6,13 +6,9 @@ import random
 
 import pytest
 
-from chaosemergence.defenses import (
-    ComplexityBudget,
-    ComplexityInputs,
-    EventLog,
-    LoadShedder,
-)
-from chaosemergence.defenses.shedding import bend
+from chaosemergence.defenses import EventLog, LoadShedder
+from chaosemergence.defenses._shedding import bend
+from chaosemergence.defenses.detect import ComplexityBudget, ComplexityInputs
 
 from .conftest import FakeClock
 

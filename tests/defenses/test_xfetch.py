@@ -6,14 +6,8 @@ import random
 
 import pytest
 
-from chaosemergence.defenses import (
-    EventLog,
-    HotKeyTracker,
-    ProbabilisticExpiry,
-    StampedeDetector,
-    StampedeSignals,
-    should_refresh,
-)
+from chaosemergence.defenses import EventLog, ProbabilisticExpiry, should_refresh
+from chaosemergence.defenses.detect import HotKeyTracker, StampedeDetector, StampedeSignals
 
 from .conftest import FakeClock
 

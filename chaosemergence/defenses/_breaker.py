@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ._errors import CircuitOpenError
+from ._events import EventLog
+from ._recorder import NULL_RECORDER, MetricsRecorder
+from ._signals import EmergenceSignals, EmergenceThresholds
 from ._types import Clock, T
 from ._window import SlidingCounts
-from .errors import CircuitOpenError
-from .events import EventLog
-from .recorder import NULL_RECORDER, MetricsRecorder
-from .signals import EmergenceSignals, EmergenceThresholds
 
 __all__ = [
     "BreakerConfig",

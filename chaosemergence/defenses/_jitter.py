@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Literal, get_args
 
-from .events import EventLog
+from ._events import EventLog
 
 __all__ = ["Distribution", "Jitter", "JitterStrategy", "adaptive_factor", "draw"]
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from ._recorder import NULL_RECORDER, MetricsRecorder
 from ._types import Clock
-from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = ["DefenseEvent", "EventKind", "EventListener", "EventLog"]
 

@@ -7,11 +7,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._events import EventLog
+from ._graph import CallGraph, interaction_complexity
+from ._recorder import NULL_RECORDER, MetricsRecorder
 from ._types import Clock
 from ._window import SlidingCounts
-from .events import EventLog
-from .graph import CallGraph, interaction_complexity
-from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = [
     "PRIORITIES",

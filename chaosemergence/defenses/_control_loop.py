@@ -13,14 +13,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from ._breaker import CircuitBreaker
+from ._events import EventLog
+from ._jitter import Jitter
+from ._metastable import MetastableDetector, RecoveryAction, StagedRecovery, SystemState
+from ._shedding import ComplexityInputs, LoadShedder
+from ._signals import EmergenceSignals, EmergenceThresholds
 from ._types import Clock, Sleep
-from .breaker import CircuitBreaker
-from .events import EventLog
-from .jitter import Jitter
-from .metastable import MetastableDetector, RecoveryAction, StagedRecovery, SystemState
-from .shedding import ComplexityInputs, LoadShedder
-from .signals import EmergenceSignals, EmergenceThresholds
-from .xfetch import StampedeDetector, StampedeSignals
+from ._xfetch import StampedeDetector, StampedeSignals
 
 __all__ = [
     "PATTERNS",

@@ -4,7 +4,7 @@ A defense calls ``recorder.increment(name, **labels)`` when something worth coun
 (a breaker rejects a call, a retry is refused by its budget, a throttle rejects locally, a
 defense activates). The library ships a no-op recorder (the default) and an in-memory one
 (tests, ad-hoc inspection); an application adapts the interface to its own metrics system,
-e.g. ``chaosemergence.app.metrics.PrometheusRecorder``. Names are snake_case without a
+e.g. ``chaosemergence.defenses.metrics.PrometheusRecorder``. Names are snake_case without a
 unit suffix; labels are strings.
 """
 

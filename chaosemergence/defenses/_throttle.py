@@ -6,11 +6,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+from ._errors import LoadShedError
+from ._events import EventLog
+from ._recorder import NULL_RECORDER, MetricsRecorder
 from ._types import Clock, T
 from ._window import SlidingCounts
-from .errors import LoadShedError
-from .events import EventLog
-from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = ["AdaptiveThrottle"]
 

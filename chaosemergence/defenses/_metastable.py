@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ._events import EventLog
 from ._types import Clock
-from .events import EventLog
 
 __all__ = [
     "MANUAL_INTERVENTION",

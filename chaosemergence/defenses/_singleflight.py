@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._recorder import NULL_RECORDER, MetricsRecorder
 from ._types import T
-from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = ["SingleFlight"]
 

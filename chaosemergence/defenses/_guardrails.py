@@ -8,8 +8,8 @@ from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
 
+from ._events import EventLog
 from ._types import Clock
-from .events import EventLog
 
 __all__ = ["GcPressureBreaker", "GuardrailLevel", "MemoryGuardrail", "PredictiveRestart"]
 

@@ -8,8 +8,8 @@ import random
 import time
 from dataclasses import dataclass
 
+from ._events import EventLog
 from ._types import Clock
-from .events import EventLog
 
 __all__ = [
     "HotKeyTracker",

@@ -8,11 +8,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from ._errors import DefenseError
+from ._events import EventLog
+from ._recorder import NULL_RECORDER, MetricsRecorder
 from ._types import Clock, Sleep, T
 from ._window import SlidingCounts
-from .errors import DefenseError
-from .events import EventLog
-from .recorder import NULL_RECORDER, MetricsRecorder
 
 __all__ = [
     "Backoff",
