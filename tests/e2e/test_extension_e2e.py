@@ -24,12 +24,17 @@ pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
 
 
-def _locust_pids() -> list[int]:
-    return [
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if any("locustfile.py" in part for part in (p.info["cmdline"] or []))
-    ]
+def _locust_pids(target: str | None = None) -> list[int]:
+    """Locust processes on this machine; with `target`, only those sent at that system
+    (other runs may share the machine: a developer's, another checkout's suite)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if not any("locustfile.py" in part for part in cmdline):
+            continue
+        if target is None or target.rstrip("/") in cmdline:
+            found.append(p.pid)
+    return found
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -61,7 +66,7 @@ def test_traffic_refuses_bad_input_naming_the_argument(clean_system: RunningSyst
         actions.start_traffic(0, 1, 10, configuration=clean_system.configuration)
     with pytest.raises(ActivityFailed, match="shape"):
         actions.start_traffic(5, 1, 10, shape="zigzag", configuration=clean_system.configuration)
-    assert not _locust_pids()
+    assert not _locust_pids(clean_system.url)
 
 
 def test_safeguard_aborts_within_seconds_and_rollbacks_run(
@@ -97,7 +102,7 @@ def test_safeguard_aborts_within_seconds_and_rollbacks_run(
     assert [r["status"] for r in journal["rollbacks"]] == ["succeeded"]
     # The project's own safeguard path of "rollbacks on every path" (docs/trust.md).
     assert problems(clean_system) == []
-    assert not _locust_pids()
+    assert not _locust_pids(clean_system.url)
 
 
 def test_safeguard_out_of_range_limit_fails_validation(tmp_path: Path) -> None:
