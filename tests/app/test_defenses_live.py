@@ -245,7 +245,12 @@ def test_stampede_protection_after_a_cache_flush(
     drive(system, 4, 2.5, lambda client, i: client.get(f"{system.url}/users/{hot[i % 3]}/profile"))
     found = [e for e in events(system, since, "stampede_protection") if e["cell"] == 0]
     if protection:
-        assert found and found[0]["kind"] == "activated" and "miss_rate" in found[0]["reason"]
+        assert found and found[0]["kind"] == "activated", found
+        # 2 of the seed's 4 indicators: the miss rate usually, but on a loaded machine the
+        # request rate and latency of the flush can cross first.
+        indicators = {"miss_rate", "request_rate", "waiters", "latency"}
+        named = {i for i in indicators if i in found[0]["reason"]}
+        assert len(named) >= 2, found[0]["reason"]
     else:
         assert found == []
 
