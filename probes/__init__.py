@@ -26,7 +26,7 @@ from chaosemergence.measure import (
     percent_failed,
     samples_total,
 )
-from chaosemergence.prometheus import increase_samples, query_scalar
+from chaosemergence.prometheus import PrometheusAccess, increase_samples, query_scalar
 from chaosemergence.settings import (
     BASELINE_KEY,
     BASELINE_WINDOW_KEY,
@@ -77,9 +77,10 @@ def _increase(
     """Every counter and histogram series' growth over the last `window` s: from Prometheus
     when `prometheus_url` is configured, otherwise from the services' own window."""
     seconds = check_number("window", window, 0, 900, low_open=True)
+    prometheus = PrometheusAccess.from_chaos(configuration, secrets)
+    if prometheus is not None:
+        return increase_samples(prometheus, seconds)
     settings = ExtensionSettings.from_chaos(configuration, secrets)
-    if settings.prometheus_url:
-        return increase_samples(settings.prometheus_url, seconds, settings.timeout)
     answer = AdminClient(settings).get(
         "/admin/increase", what="read metrics window", params={"seconds": seconds}
     )
@@ -205,13 +206,9 @@ def latency_percentile(
     q = check_number("quantile", quantile, 0, 1)
     seconds = check_number("window", window, 0, 900, low_open=True)
     minimum = check_number("min_requests", min_requests, 1, 1e9)
-    settings = ExtensionSettings.from_chaos(configuration, secrets)
-    if settings.prometheus_url:
-        seen = query_scalar(
-            settings.prometheus_url,
-            f"sum(increase(emergence_requests_total[{int(seconds)}s]))",
-            settings.timeout,
-        )
+    prometheus = PrometheusAccess.from_chaos(configuration, secrets)
+    if prometheus is not None:
+        seen = query_scalar(prometheus, f"sum(increase(emergence_requests_total[{int(seconds)}s]))")
         if math.isnan(seen) or seen < minimum:
             raise ActivityFailed(
                 f"latency_percentile: Prometheus saw {seen:.0f} user request(s) in the last "
@@ -221,8 +218,8 @@ def latency_percentile(
             f"histogram_quantile({q}, sum by (le) "
             f"(rate(emergence_request_duration_seconds_bucket[{int(seconds)}s])))"
         )
-        value = query_scalar(settings.prometheus_url, query, settings.timeout)
-        logger.info("latency_percentile: q%s from Prometheus at %s", q, settings.prometheus_url)
+        value = query_scalar(prometheus, query)
+        logger.info("latency_percentile: q%s from Prometheus at %s", q, prometheus.url)
     else:
         samples = _measured("latency_percentile", seconds, minimum, configuration, secrets)
         value = histogram_quantile(q, bucket_counts(samples, "emergence_request_duration_seconds"))
@@ -235,12 +232,14 @@ def query_prometheus(
     query: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> float:
     """Run a PromQL query against `prometheus_url`; its value as a float (scalar or one sample)."""
-    settings = ExtensionSettings.from_chaos(configuration, secrets)
-    if not settings.prometheus_url:
-        raise ActivityFailed("query_prometheus needs prometheus_url in the configuration")
+    prometheus = PrometheusAccess.from_chaos(configuration, secrets)
+    if prometheus is None:
+        raise ActivityFailed(
+            "query_prometheus needs prometheus_url (or prometheus_base_url) in the configuration"
+        )
     if not isinstance(query, str) or not query.strip():
         raise ActivityFailed(f"query must be a non-empty PromQL string, got {query!r}")
-    return query_scalar(settings.prometheus_url, query, settings.timeout)
+    return query_scalar(prometheus, query)
 
 
 def retry_amplification(
