@@ -111,7 +111,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             for _ in range(25):
                 client.get("/work", params={"ms": 10})
             for i in range(15):
-                params: dict[str, object] = {"status": 503, "ms": 400, "attempts": 3, "miss": 1}
+                params: dict[str, int] = {"status": 503, "ms": 400, "attempts": 3, "miss": 1}
                 if i % 3 == 0:
                     params["computed"] = 1
                 assert client.get("/work", params=params).status_code == 503
