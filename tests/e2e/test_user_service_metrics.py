@@ -9,8 +9,6 @@ failures arrive in one burst between two scrapes, so their series is born inside
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +20,9 @@ from chaoslib.exceptions import ActivityFailed
 
 import probes
 from tests.app.helpers import wait_for
-from tests.conftest import ROOT, free_port
+from tests.conftest import free_port
 from tests.e2e.prometheus import PrometheusServer, start_prometheus
+from tests.service import start_user_service, stop_process
 
 pytestmark = pytest.mark.e2e
 WINDOW = 30
@@ -58,37 +57,6 @@ def _scraped(prometheus: PrometheusServer, query: str, value: float) -> None:
         return float(result[0]["value"][1]) if result else -1.0  # type: ignore[index]
 
     wait_for(read, lambda seen: seen == value, 30, f"Prometheus scrapes {query} == {value}")
-
-
-def start_user_service(port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "service" / "user_service.py"), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for(
-        lambda: _status(f"http://127.0.0.1:{port}/metrics"),
-        lambda status: status == 200,
-        20,
-        "the user service answers /metrics",
-    )
-    return process
-
-
-def _status(url: str) -> int:
-    try:
-        return httpx.get(url, timeout=2).status_code
-    except httpx.HTTPError:
-        return 0
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
