@@ -59,7 +59,7 @@ STOP_TIMEOUT: Final = 15.0
 FINAL_STATS: Final = "locust_final"
 """Locust's ``--json-file`` prefix: it writes ``locust_final.json`` (it appends ``.json``)."""
 READY_FILE: Final = "locust.ready"
-HTML_REPORT: Final = "locust-report.html"
+HTML_REPORT: Final = "locust_report.html"
 """Locust's HTML report of the run, written by the master (or the single process) at its end."""
 HOOKS: Final[Path] = Path(__file__).resolve().parent / "hooks.py"
 """Loaded beside a user's own locustfile: the hard deadline and the ready signal."""
