@@ -44,7 +44,6 @@ class Shop:
     url: str
     prometheus: PrometheusServer
     started: float  # epoch seconds before any request or defense event
-    between: float  # after the first batch, before the burst
 
     @property
     def configuration(self) -> dict[str, object]:
@@ -74,7 +73,6 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             for _ in range(20):
                 client.get("/work", params={"ms": 10})
             _scraped(prometheus, "sum(shop_http_requests_total)", 20)
-            between = time.time()
             # The burst: every 503 and every miss lands between two scrapes.
             for _ in range(25):
                 client.get("/work", params={"ms": 10})
@@ -86,7 +84,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
             client.get("/defense", params={"name": "circuit_breaker"})
         _scraped(prometheus, "sum(shop_http_requests_total)", 60)
         _scraped(prometheus, "sum(emergence_defense_events_total)", 1)
-        yield Shop(url, prometheus, started, between)
+        yield Shop(url, prometheus, started)
     finally:
         if prometheus is not None:
             prometheus.stop()
