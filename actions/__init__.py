@@ -230,20 +230,27 @@ def start_traffic(
     run: str = "",
     population: int = 10_000,
     hot_share: float = 0.5,
+    locustfile: str | None = None,
+    host: str | None = None,
+    allow_remote: bool = False,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """Start Locust traffic against `emergence_url` (subprocesses; `workers` > 0: distributed).
+    """Start Locust traffic against `host` (default `emergence_url`; subprocesses; `workers` >
+    0: Locust's own master and workers).
 
     Shapes: steady, spike, synchronized (every user fires in lockstep). The run stops by
     itself after `duration` seconds; `stop_traffic` stops it earlier. `run` names an extra
     run beside the traffic control's own (e.g. "spike"); `population` is how many distinct
     users the traffic draws from, `hot_share` the share of requests for its hottest users.
+    `locustfile` runs your own locustfile instead of the built-in one; a `host` that is not
+    loopback needs `allow_remote: true`.
     """
     settings = ExtensionSettings.from_chaos(configuration, secrets)
+    target = str(host).rstrip("/") if host else settings.emergence_url
     try:
         spec = TrafficSpec(
-            target_url=settings.emergence_url,
+            target_url=target,
             users=users,
             spawn_rate=spawn_rate,
             duration=duration,
@@ -251,12 +258,14 @@ def start_traffic(
             workers=workers,
             population=population,
             hot_share=hot_share,
+            locustfile=locustfile,
+            allow_remote=allow_remote,
         )
         state_dir = traffic_state_dir(settings, run)
         _stop_locust(state_dir)  # a run left behind by a killed `chaos` process
         started = _start_locust(spec, state_dir)
     except (TypeError, ValueError, TrafficError) as error:
-        raise ActivityFailed(f"start_traffic against {settings.emergence_url}: {error}") from None
+        raise ActivityFailed(f"start_traffic against {target}: {error}") from None
     return {
         "pids": started.pids,
         "users": users,

@@ -1,7 +1,8 @@
 """Extension settings: the one place that reads `configuration`, `secrets` and the environment.
 
 - `emergence_url` (configuration; env CHAOSEMERGENCE_URL; default http://127.0.0.1:8080)
-- `prometheus_url` (configuration; env CHAOSEMERGENCE_PROMETHEUS_URL; optional)
+- `prometheus_url` or `prometheus_base_url` (configuration; env CHAOSEMERGENCE_PROMETHEUS_URL;
+  optional; TLS and credentials: chaosemergence.prometheus.PrometheusAccess)
 - admin token: secrets `emergence.admin_token`, else env CHAOSEMERGENCE_ADMIN_TOKEN,
   else the 0600 token file the reference system wrote for that port.
 - `emergence_timeout` (configuration; seconds for each admin call; default 10)
@@ -86,7 +87,11 @@ class ExtensionSettings:
             timeout = float(timeout)
         except (TypeError, ValueError):
             raise ActivityFailed(f"emergence_timeout must be a number, got {timeout!r}") from None
-        prometheus = config.get("prometheus_url") or os.environ.get("CHAOSEMERGENCE_PROMETHEUS_URL")
+        prometheus = (
+            config.get("prometheus_url")
+            or config.get("prometheus_base_url")  # chaostoolkit-prometheus' name
+            or os.environ.get("CHAOSEMERGENCE_PROMETHEUS_URL")
+        )
         state_dir = Path(config.get("emergence_state_dir") or default_state_dir())
         token = ((secrets or {}).get("emergence") or {}).get("admin_token") or (secrets or {}).get(
             "admin_token"

@@ -26,7 +26,14 @@ from chaosemergence.measure import (
     percent_failed,
     samples_total,
 )
-from chaosemergence.prometheus import increase_samples, query_scalar
+from chaosemergence.probes_prometheus import (
+    MetricNames,
+    activations,
+    counter_growth,
+    latency_quantile,
+    metric_names,
+)
+from chaosemergence.prometheus import PrometheusAccess, increase_samples, query_scalar
 from chaosemergence.settings import (
     BASELINE_KEY,
     BASELINE_WINDOW_KEY,
@@ -77,9 +84,10 @@ def _increase(
     """Every counter and histogram series' growth over the last `window` s: from Prometheus
     when `prometheus_url` is configured, otherwise from the services' own window."""
     seconds = check_number("window", window, 0, 900, low_open=True)
+    prometheus = PrometheusAccess.from_chaos(configuration, secrets)
+    if prometheus is not None:
+        return increase_samples(prometheus, seconds)
     settings = ExtensionSettings.from_chaos(configuration, secrets)
-    if settings.prometheus_url:
-        return increase_samples(settings.prometheus_url, seconds, settings.timeout)
     answer = AdminClient(settings).get(
         "/admin/increase", what="read metrics window", params={"seconds": seconds}
     )
@@ -114,9 +122,63 @@ def _require_requests(
     return seen
 
 
+def _service(
+    probe: str,
+    metrics: dict[str, Any] | None,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> tuple[PrometheusAccess, MetricNames] | None:
+    """Prometheus and the service's own metric names when `prometheus_metrics` (configuration)
+    or the probe's `metrics` argument names them; None for the reference system's metrics."""
+    names = metric_names(configuration, metrics)
+    if names is None:
+        return None
+    access = PrometheusAccess.from_chaos(configuration, secrets)
+    if access is None:
+        raise ActivityFailed(
+            f"{probe}: the service's metrics are named (prometheus_metrics / metrics), so the "
+            "probe reads Prometheus: set prometheus_url (or prometheus_base_url)"
+        )
+    return access, names
+
+
+def _service_requests(
+    probe: str,
+    access: PrometheusAccess,
+    names: MetricNames,
+    seconds: float,
+    minimum: float,
+) -> float:
+    """The service's requests in the window, or ActivityFailed when fewer than `minimum`."""
+    series = names.series(names.requests)
+    seen = counter_growth(access, series, seconds)
+    if seen is None or seen < minimum:
+        counted = "no series" if seen is None else f"{seen:.0f} request(s)"
+        raise ActivityFailed(
+            f"{probe}: Prometheus at {access.url} has {counted} of {series} in the last "
+            f"{seconds:g} s, fewer than min_requests={minimum:.0f}: nothing to measure "
+            "(is the traffic running, and are the metric names right?)"
+        )
+    return seen
+
+
+def _service_count(
+    probe: str, access: PrometheusAccess, series: str, seconds: float, key: str
+) -> float:
+    """A mechanism counter's growth; ActivityFailed when the series does not exist at all."""
+    grown = counter_growth(access, series, seconds)
+    if grown is None:
+        raise ActivityFailed(
+            f"{probe}: Prometheus at {access.url} has no series {series} in the last "
+            f"{seconds:g} s (check prometheus_metrics.{key})"
+        )
+    return grown
+
+
 def measure_failure_radius(
     window: float = 30,
     min_requests: int = MIN_REQUESTS,
+    metrics: dict[str, Any] | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
@@ -125,7 +187,18 @@ def measure_failure_radius(
     Failed: a 5xx or no answer on any path, or a shed (429) payment or profile. A shed
     optional feature (recommendations) is degraded, not failed (see `emergence_figures`).
     Fails when the window holds fewer than `min_requests` requests.
+
+    With the service's own metric names (`prometheus_metrics` or `metrics`): the share of
+    `requests` whose status label matches `failed_status`, from Prometheus.
     """
+    service = _service("measure_failure_radius", metrics, configuration, secrets)
+    if service is not None:
+        access, names = service
+        seconds = check_number("window", window, 0, 900, low_open=True)
+        minimum = check_number("min_requests", min_requests, 1, 1e9)
+        total = _service_requests("measure_failure_radius", access, names, seconds, minimum)
+        failed = counter_growth(access, names.failed(), seconds) or 0.0
+        return round(100.0 * min(failed, total) / total, 3)
     samples = _measured("measure_failure_radius", window, min_requests, configuration, secrets)
     return percent_failed(samples)
 
@@ -144,6 +217,8 @@ def failure_radius_by_cell(
 def check_defense_activation(
     defenses: list[str] | None = None,
     since: float | None = None,
+    source: str | None = None,
+    metrics: dict[str, Any] | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> bool:
@@ -152,11 +227,22 @@ def check_defense_activation(
     Fails (ActivityFailed naming them) when any did not: a defended run whose defense never
     acted proves nothing. `since` is epoch seconds; it defaults to the experiment's start
     (recorded by the chaosemergence controls), else the reference system's start.
+
+    `source`: `admin` reads the reference system's `/admin/events`; `prometheus` reads the
+    `emergence_defense_events_total{kind="activated"}` counter (`defense_events` in
+    `prometheus_metrics`) that any service embedding the library exports. Default: Prometheus
+    when the service's metrics are named (`prometheus_metrics` or `metrics`), else admin.
     """
     names = check_names(defenses)
-    client = AdminClient.from_chaos(configuration, secrets)
     if since is None:
         since = (configuration or {}).get(EXPERIMENT_START_KEY)
+    if source is None:
+        source = "prometheus" if metric_names(configuration, metrics) is not None else "admin"
+    if source == "prometheus":
+        return _activation_from_prometheus(names, since, metrics, configuration, secrets)
+    if source != "admin":
+        raise ActivityFailed(f"source must be admin or prometheus, got {source!r}")
+    client = AdminClient.from_chaos(configuration, secrets)
     answer = client.get("/admin/events", what="read defense events", params={"since": since or 0})
     if names is None:
         state = client.get("/admin/state", what="read defense state")
@@ -189,10 +275,47 @@ def check_defense_activation(
     return True
 
 
+def _activation_from_prometheus(
+    defenses: list[str] | None,
+    since: float | None,
+    metrics: dict[str, Any] | None,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> bool:
+    access = PrometheusAccess.from_chaos(configuration, secrets)
+    if access is None:
+        raise ActivityFailed(
+            "check_defense_activation: source prometheus needs prometheus_url "
+            "(or prometheus_base_url)"
+        )
+    names = metric_names(configuration, metrics) or MetricNames()
+    if since is None:
+        raise ActivityFailed(
+            "check_defense_activation: give since (epoch seconds), or run the experiment with "
+            "the chaosemergence traffic control, which records the experiment's start"
+        )
+    start = check_number("since", since, 0, 1e12)
+    counts = activations(access, names, start, defenses)
+    for name, count in sorted(counts.items()):
+        logger.info("defense %s activated %.0f time(s) (Prometheus at %s)", name, count, access.url)
+    activated = sorted(n for n, c in counts.items() if c > 0)
+    # Named defenses must each have activated; with none named, at least one must have.
+    missing = [n for n in defenses if counts.get(n, 0) <= 0] if defenses is not None else []
+    if missing or not activated:
+        what = f"{', '.join(missing)} did not activate" if missing else "no defense activated"
+        raise ActivityFailed(
+            f"check_defense_activation: {what} since {start:.0f} according to "
+            f"{names.defense_events} in Prometheus at {access.url} "
+            f"(activated: {', '.join(activated) or 'none'})"
+        )
+    return True
+
+
 def latency_percentile(
     quantile: float = 0.99,
     window: float = 30,
     min_requests: int = MIN_REQUESTS,
+    metrics: dict[str, Any] | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
@@ -205,13 +328,14 @@ def latency_percentile(
     q = check_number("quantile", quantile, 0, 1)
     seconds = check_number("window", window, 0, 900, low_open=True)
     minimum = check_number("min_requests", min_requests, 1, 1e9)
-    settings = ExtensionSettings.from_chaos(configuration, secrets)
-    if settings.prometheus_url:
-        seen = query_scalar(
-            settings.prometheus_url,
-            f"sum(increase(emergence_requests_total[{int(seconds)}s]))",
-            settings.timeout,
-        )
+    service = _service("latency_percentile", metrics, configuration, secrets)
+    prometheus = PrometheusAccess.from_chaos(configuration, secrets)
+    if service is not None:
+        access, names = service
+        _service_requests("latency_percentile", access, names, seconds, minimum)
+        value = latency_quantile(access, names, q, seconds, "latency_percentile")
+    elif prometheus is not None:
+        seen = query_scalar(prometheus, f"sum(increase(emergence_requests_total[{int(seconds)}s]))")
         if math.isnan(seen) or seen < minimum:
             raise ActivityFailed(
                 f"latency_percentile: Prometheus saw {seen:.0f} user request(s) in the last "
@@ -221,8 +345,8 @@ def latency_percentile(
             f"histogram_quantile({q}, sum by (le) "
             f"(rate(emergence_request_duration_seconds_bucket[{int(seconds)}s])))"
         )
-        value = query_scalar(settings.prometheus_url, query, settings.timeout)
-        logger.info("latency_percentile: q%s from Prometheus at %s", q, settings.prometheus_url)
+        value = query_scalar(prometheus, query)
+        logger.info("latency_percentile: q%s from Prometheus at %s", q, prometheus.url)
     else:
         samples = _measured("latency_percentile", seconds, minimum, configuration, secrets)
         value = histogram_quantile(q, bucket_counts(samples, "emergence_request_duration_seconds"))
@@ -235,17 +359,20 @@ def query_prometheus(
     query: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> float:
     """Run a PromQL query against `prometheus_url`; its value as a float (scalar or one sample)."""
-    settings = ExtensionSettings.from_chaos(configuration, secrets)
-    if not settings.prometheus_url:
-        raise ActivityFailed("query_prometheus needs prometheus_url in the configuration")
+    prometheus = PrometheusAccess.from_chaos(configuration, secrets)
+    if prometheus is None:
+        raise ActivityFailed(
+            "query_prometheus needs prometheus_url (or prometheus_base_url) in the configuration"
+        )
     if not isinstance(query, str) or not query.strip():
         raise ActivityFailed(f"query must be a non-empty PromQL string, got {query!r}")
-    return query_scalar(settings.prometheus_url, query, settings.timeout)
+    return query_scalar(prometheus, query)
 
 
 def retry_amplification(
     window: float = 30,
     min_requests: int = MIN_REQUESTS,
+    metrics: dict[str, Any] | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
@@ -253,7 +380,19 @@ def retry_amplification(
 
     Mechanism evidence of a retry storm (1 = every request costs one call when nothing is
     retried). Fails when the window holds fewer than `min_requests` requests.
+
+    With the service's own metric names: `attempts` (outgoing calls, retries included) per
+    `requests`, from Prometheus.
     """
+    service = _service("retry_amplification", metrics, configuration, secrets)
+    if service is not None:
+        access, names = service
+        seconds = check_number("window", window, 0, 900, low_open=True)
+        minimum = check_number("min_requests", min_requests, 1, 1e9)
+        total = _service_requests("retry_amplification", access, names, seconds, minimum)
+        series = names.series(names.need("attempts", "retry_amplification"))
+        attempts = _service_count("retry_amplification", access, series, seconds, "attempts")
+        return round(attempts / total, 3)
     samples = _measured("retry_amplification", window, min_requests, configuration, secrets)
     requests = samples_total(samples, "emergence_requests_total")
     attempts = samples_total(samples, "emergence_dependency_attempts_total")
@@ -264,6 +403,7 @@ def retry_amplification(
 def coalescing_ratio(
     window: float = 30,
     min_misses: int = 10,
+    metrics: dict[str, Any] | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
@@ -273,9 +413,22 @@ def coalescing_ratio(
     with fewer than `min_misses` misses in the window: there was no herd to measure.
     """
     minimum = check_number("min_misses", min_misses, 1, 1e9)
-    samples = _increase(window, configuration, secrets)
-    misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
-    computations = samples_total(samples, "emergence_backend_computations_total")
+    service = _service("coalescing_ratio", metrics, configuration, secrets)
+    if service is not None:
+        access, names = service
+        seconds = check_number("window", window, 0, 900, low_open=True)
+        miss_series = names.series(names.need("cache_misses", "coalescing_ratio"))
+        computed = names.series(names.need("computations", "coalescing_ratio"))
+        misses = counter_growth(access, miss_series, seconds) or 0.0
+        computations = (
+            _service_count("coalescing_ratio", access, computed, seconds, "computations")
+            if misses >= minimum
+            else 0.0
+        )
+    else:
+        samples = _increase(window, configuration, secrets)
+        misses = samples_total(samples, "emergence_cache_requests_total", result="miss")
+        computations = samples_total(samples, "emergence_backend_computations_total")
     if misses < minimum:
         raise ActivityFailed(
             f"coalescing_ratio: {misses:.0f} cache miss(es) in the last {window} s, fewer than "
@@ -342,14 +495,22 @@ def cache_hit_rate(
 def goodput(
     window: float = 30,
     min_requests: int = MIN_REQUESTS,
+    metrics: dict[str, Any] | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> float:
     """Successful user requests per second over the last `window` seconds.
 
     Fails when the window holds fewer than `min_requests` requests (successful or not).
+    With the service's own metric names: `requests` whose status matches `success_status`.
     """
     seconds = check_number("window", window, 0, 900, low_open=True)
+    service = _service("goodput", metrics, configuration, secrets)
+    if service is not None:
+        access, names = service
+        minimum = check_number("min_requests", min_requests, 1, 1e9)
+        _service_requests("goodput", access, names, seconds, minimum)
+        return round((counter_growth(access, names.succeeded(), seconds) or 0.0) / seconds, 3)
     samples = _measured("goodput", seconds, min_requests, configuration, secrets)
     ok = samples_total(samples, "emergence_requests_total", outcome="success")
     return round(ok / seconds, 3)
@@ -544,7 +705,7 @@ def goodput_ratio(
     )
     if before <= 0:
         raise ActivityFailed("goodput_ratio: no successful request in the baseline window")
-    now = goodput(seconds, min_requests, configuration, secrets)
+    now = goodput(seconds, min_requests, configuration=configuration, secrets=secrets)
     return round(now / before, 3)
 
 

@@ -7,13 +7,22 @@
           module: chaosemergence.controls.traffic
           arguments: {users: 40, spawn_rate: 20, duration: 600, warmup: 10}
 
+Against your own service, with your own locustfile:
+
+          arguments: {locustfile: ./locustfile.py, host: "https://shop.staging.example",
+                      allow_remote: true, users: 50, duration: 900, workers: 2}
+
 Locust runs as subprocesses (never imported here: it monkey-patches with gevent), bounded
-by `duration`, and is stopped by pid after the rollbacks.
+by `duration`, and is stopped by pid after the rollbacks. Its summary and the path of its
+HTML report go into the journal (`extensions`, name `chaosemergence-traffic`); `html_report`
+copies the report where you want it. A host that is not loopback needs `allow_remote: true`;
+`workers > 0` runs Locust's own master and that many local workers.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +30,14 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
-from chaosemergence.settings import ExtensionSettings, traffic_state_dir
-from chaosemergence.traffic.runner import TrafficError, TrafficSpec, start_traffic, stop_traffic
+from chaosemergence.settings import EXPERIMENT_START_KEY, ExtensionSettings, traffic_state_dir
+from chaosemergence.traffic.runner import (
+    HTML_REPORT,
+    TrafficError,
+    TrafficSpec,
+    start_traffic,
+    stop_traffic,
+)
 
 __all__ = [
     "after_experiment_control",
@@ -33,8 +48,14 @@ __all__ = [
 
 logger = logging.getLogger("chaostoolkit")
 
+EXTENSION_NAME = "chaosemergence-traffic"
+
 # The state directory of the traffic this control started (None when none).
 _running: Path | None = None
+# Where to copy Locust's HTML report when the traffic stops (None: leave it in the state dir).
+_report_copy: Path | None = None
+# What the last traffic did, for the journal: summary, report, target.
+_outcome: dict[str, Any] | None = None
 
 
 def before_experiment_control(
@@ -48,24 +69,38 @@ def before_experiment_control(
     workers: int = 0,
     warmup: float = 10,
     load: dict[str, Any] | None = None,
+    locustfile: str | None = None,
+    host: str | None = None,
+    allow_remote: bool = False,
+    html_report: str | None = None,
     **kwargs: Any,
 ) -> None:
-    """Start Locust against `emergence_url`, then wait `warmup` seconds for steady state.
+    """Start Locust against `host` (default `emergence_url`), then wait `warmup` seconds.
 
-    `load` passes further TrafficSpec fields: population, hot_keys, hot_share, wait_min,
-    wait_max, sync_period, spike_multiplier, spike_fraction, seed.
+    `locustfile` runs your own locustfile instead of the built-in one (its users and tasks;
+    `users`, `spawn_rate`, `duration` and `workers` still apply). A `host` that is not
+    loopback needs `allow_remote: true`. `html_report` is where to copy Locust's HTML report
+    when the traffic stops. `load` passes further TrafficSpec fields to the built-in
+    locustfile: population, hot_keys, hot_share, wait_min, wait_max, sync_period,
+    spike_multiplier, spike_fraction, seed.
     """
-    global _running
+    global _running, _report_copy, _outcome
     settings = ExtensionSettings.from_chaos(configuration, secrets)
     state_dir = traffic_state_dir(settings)
+    target = str(host).rstrip("/") if host else settings.emergence_url
+    if configuration is not None and EXPERIMENT_START_KEY not in configuration:
+        # For the probes that look back to the experiment's start (check_defense_activation).
+        configuration[EXPERIMENT_START_KEY] = time.time()
     try:
         spec = TrafficSpec(
-            target_url=settings.emergence_url,
+            target_url=target,
             users=users,
             spawn_rate=spawn_rate,
             duration=duration,
             shape=shape,
             workers=workers,
+            locustfile=locustfile,
+            allow_remote=allow_remote,
             **(load or {}),
         )
         stop_traffic(state_dir)  # a run left behind by a killed `chaos` process
@@ -73,11 +108,13 @@ def before_experiment_control(
     except (TypeError, ValueError, TrafficError) as error:
         raise InterruptExecution(f"traffic control: {error}") from None
     _running = state_dir
+    _report_copy = Path(html_report) if html_report else None
+    _outcome = {"name": EXTENSION_NAME, "target": target, "locustfile": locustfile}
     logger.info(
         "traffic: %d users (%s) against %s; warming up %ss",
         users,
-        shape,
-        settings.emergence_url,
+        locustfile or shape,
+        target,
         warmup,
     )
     time.sleep(float(warmup))
@@ -101,8 +138,12 @@ def after_experiment_control(
     secrets: Secrets = None,
     **kwargs: Any,
 ) -> None:
-    """Stop the traffic if it is still running (no rollbacks, or an aborted run)."""
+    """Stop the traffic if it is still running, and put its summary and report in the journal."""
+    global _outcome
     cleanup_control()
+    if _outcome is not None and isinstance(state, dict):
+        state.setdefault("extensions", []).append(_outcome)
+        _outcome = None
 
 
 def cleanup_control() -> None:
@@ -112,4 +153,12 @@ def cleanup_control() -> None:
         summary = stop_traffic(_running)
         if summary is not None:
             logger.info("traffic summary: %s", summary)
+        report = _running / HTML_REPORT
+        if report.is_file() and _report_copy is not None:
+            _report_copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(report, _report_copy)
+            report = _report_copy
+        if _outcome is not None:
+            _outcome["summary"] = summary.as_dict() if summary is not None else None
+            _outcome["html_report"] = str(report.resolve()) if report.is_file() else None
         _running = None

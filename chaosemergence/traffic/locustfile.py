@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import random
-import signal
 import time
 import uuid
-from pathlib import Path
 
 import gevent
-from locust import FastHttpUser, LoadTestShape, events, task
-from locust.env import Environment
+from locust import FastHttpUser, LoadTestShape, task
 from locust.runners import WorkerRunner
 
+from chaosemergence.traffic import hooks  # noqa: F401  (the deadline and ready hooks)
 from chaosemergence.traffic.profiles import (
     LoadConfig,
     hot_key_ids,
@@ -40,13 +37,6 @@ from chaosemergence.traffic.profiles import (
     spike_user_count,
     sync_delay,
 )
-
-# A run started under a background job of a shell inherits SIGINT ignored (POSIX shells
-# ignore it for asynchronous commands), and Python then installs no KeyboardInterrupt
-# handler: stop_traffic's graceful SIGINT would do nothing, and the final stats and HTML
-# report would be lost to the SIGTERM that follows. Take SIGINT back.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CONFIG = LoadConfig.from_env()
 HOT_IDS = hot_key_ids(CONFIG.seed, CONFIG.population, CONFIG.hot_keys)
@@ -173,32 +163,3 @@ def _make_shape(config: LoadConfig) -> type[LoadTestShape]:
 
 
 EmergenceShape = _make_shape(CONFIG)
-
-
-@events.init.add_listener
-def _arm_deadline(environment: Environment, **_kwargs: object) -> None:
-    """Quit at the hard deadline the runner set, even if nobody ever stops this run."""
-    deadline = CONFIG.deadline
-    if deadline is None:
-        return
-
-    def expire() -> None:
-        # gevent timers run on the loop's cached clock, which can lag the wall clock by the
-        # time the process spent importing: re-arm until the deadline has really passed.
-        if time.time() < deadline:
-            gevent.spawn_later(deadline - time.time(), expire)
-            return
-        _log.error("hard deadline %.0f reached, quitting", deadline)
-        gevent.spawn_later(10, os._exit, 3)
-        # What SIGINT does (stop_traffic's graceful stop: final stats are written), minus the
-        # traceback a signal caught in this greenlet would log: interrupt the main greenlet.
-        gevent.get_hub().parent.throw(KeyboardInterrupt())
-
-    gevent.spawn_later(max(0.0, deadline - time.time()), expire)
-
-
-@events.test_start.add_listener
-def _signal_ready(environment: Environment, **_kwargs: object) -> None:
-    """Tell the runner the test has started (users are spawning) by creating the ready file."""
-    if CONFIG.ready_file and not isinstance(environment.runner, WorkerRunner):
-        Path(CONFIG.ready_file).write_text(f"{time.time()}\n")

@@ -59,6 +59,10 @@ STOP_TIMEOUT: Final = 15.0
 FINAL_STATS: Final = "locust_final"
 """Locust's ``--json-file`` prefix: it writes ``locust_final.json`` (it appends ``.json``)."""
 READY_FILE: Final = "locust.ready"
+HTML_REPORT: Final = "locust_report.html"
+"""Locust's HTML report of the run, written by the master (or the single process) at its end."""
+HOOKS: Final[Path] = Path(__file__).resolve().parent / "hooks.py"
+"""Loaded beside a user's own locustfile: the hard deadline and the ready signal."""
 LOCK_FILE: Final = "traffic.lock"
 
 MAX_USERS: Final = 5000
@@ -127,7 +131,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_target_url(url: object) -> None:
+def _check_target_url(url: object, allow_remote: bool = False) -> None:
     if not isinstance(url, str):
         msg = f"target_url: must be a string, got {url!r}"
         raise ValueError(msg)
@@ -146,10 +150,10 @@ def _check_target_url(url: object) -> None:
     if parts.query or parts.fragment:
         msg = f"target_url: must not have a query or fragment, got {url!r}"
         raise ValueError(msg)
-    if not _is_loopback(host):
+    if not allow_remote and not _is_loopback(host):
         msg = (
-            f"target_url: load runs only target loopback hosts (127.0.0.0/8, localhost, ::1), "
-            f"refusing {host!r}"
+            f"target_url: {host!r} is not a loopback host (127.0.0.0/8, localhost, ::1); "
+            f"loading another machine needs allow_remote: true"
         )
         raise ValueError(msg)
 
@@ -183,9 +187,28 @@ class TrafficSpec:
     # Weight of users' reads of the shared configuration (GET /users/{id}/config) against
     # profile 6, recommendations 3 and payments 1; 0 (the default) sends none.
     config_reads: int = 0
+    # The user's own locustfile (a path); None runs the built-in one against the reference
+    # system. Its users, tasks and wait times are its own; `shape` and the load fields above
+    # only drive the built-in one.
+    locustfile: str | None = None
+    # Load a host that is not loopback (another machine): never by default.
+    allow_remote: bool = False
 
     def __post_init__(self) -> None:
-        _check_target_url(self.target_url)
+        if not isinstance(self.allow_remote, bool):
+            msg = f"allow_remote: must be true or false, got {self.allow_remote!r}"
+            raise ValueError(msg)
+        _check_target_url(self.target_url, self.allow_remote)
+        if self.locustfile is not None:
+            if not isinstance(self.locustfile, str) or not Path(self.locustfile).is_file():
+                msg = f"locustfile: no such file {self.locustfile!r}"
+                raise ValueError(msg)
+            if self.shape != "steady":
+                msg = (
+                    f"shape: {self.shape!r} shapes the built-in locustfile only; with your own "
+                    f"locustfile, put a LoadTestShape in it"
+                )
+                raise ValueError(msg)
         _check_int("users", self.users, 1, MAX_USERS)
         _check_number("spawn_rate", self.spawn_rate, above=0)
         _check_number("duration", self.duration, above=0, high=MAX_DURATION_S)
@@ -444,7 +467,9 @@ def _ours(proc: _Proc) -> psutil.Process | None:
         cmdline = process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    if "locust" not in cmdline or str(LOCUSTFILE) not in cmdline:
+    # Ours run the built-in locustfile, or a user's beside the hooks (`-f theirs.py,HOOKS`).
+    ours = any(part == str(LOCUSTFILE) or part.endswith(f",{HOOKS}") for part in cmdline)
+    if "locust" not in cmdline or not ours:
         return None
     return process
 
@@ -675,7 +700,11 @@ def _start(spec: TrafficSpec, state_dir: Path) -> tuple[TrafficRun, list[_Proc]]
     if previous["state_file"]:
         # A finished run nobody stopped: clear it so its results cannot be mistaken for ours.
         _stop(state_dir, timeout=5)
-    for stale in [*state_dir.glob(f"{CSV_PREFIX}_*.csv"), state_dir / f"{FINAL_STATS}.json"]:
+    for stale in [
+        *state_dir.glob(f"{CSV_PREFIX}_*.csv"),
+        state_dir / f"{FINAL_STATS}.json",
+        state_dir / HTML_REPORT,
+    ]:
         stale.unlink(missing_ok=True)
     ready_file = state_dir / READY_FILE
     ready_file.unlink(missing_ok=True)
@@ -684,7 +713,10 @@ def _start(spec: TrafficSpec, state_dir: Path) -> tuple[TrafficRun, list[_Proc]]
     worker_wait = WORKER_CONNECT_WAIT_S if spec.workers else 0
     deadline = started_at + spec.run_time_s + worker_wait + LOCUST_STOP_TIMEOUT_S + DEADLINE_GRACE_S
     env = _environment(spec, deadline, ready_file)
-    base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+    locustfiles = (
+        f"{Path(spec.locustfile).resolve()},{HOOKS}" if spec.locustfile else str(LOCUSTFILE)
+    )
+    base = [sys.executable, "-m", "locust", "-f", locustfiles, "--loglevel", "WARNING"]
     main_command = [
         *base,
         "--headless",
@@ -695,6 +727,7 @@ def _start(spec: TrafficSpec, state_dir: Path) -> tuple[TrafficRun, list[_Proc]]
         "--stop-timeout", str(LOCUST_STOP_TIMEOUT_S),
         "--csv", str(state_dir / CSV_PREFIX),
         "--json-file", str(state_dir / FINAL_STATS),
+        "--html", str(state_dir / HTML_REPORT),
         "--only-summary",
     ]  # fmt: skip
     master_port: int | None = None
@@ -716,7 +749,7 @@ def _start(spec: TrafficSpec, state_dir: Path) -> tuple[TrafficRun, list[_Proc]]
         "started_at": started_at,
         "deadline": deadline,
         "master_port": master_port,
-        "locustfile": str(LOCUSTFILE),
+        "locustfile": locustfiles,
         "processes": [],
     }
     failed = True
