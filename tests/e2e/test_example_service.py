@@ -150,3 +150,40 @@ def test_the_probes_read_the_example_through_a_real_prometheus(
         assert prometheus.queries_answered() > asked
     finally:
         prometheus.stop()
+
+
+def test_the_examples_own_locustfile_loads_the_service(
+    service: tuple[ExampleService, dict[str, str]], tmp_path: Path
+) -> None:
+    """The locustfile shipped for users (their own Locust, not the traffic control) sends
+    its three requests and the service answers them all."""
+    running, _env = service
+    locust = Path(sys.executable).with_name("locust")
+    subprocess.run(
+        [
+            str(locust),
+            "-f",
+            str(EXAMPLE / "locustfile.py"),
+            "--headless",
+            "-u",
+            "5",
+            "-r",
+            "5",
+            "-t",
+            "3s",
+            "--host",
+            running.url,
+            "--csv",
+            str(tmp_path / "locust"),
+            "--only-summary",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    rows = (tmp_path / "locust_stats.csv").read_text().splitlines()[1:]
+    counts = {r.split(",")[1]: (int(r.split(",")[2]), int(r.split(",")[3])) for r in rows}
+    for name in ("/users/[id]/profile", "/users/[id]/recommendations"):
+        assert counts[name][0] > 0 and counts[name][1] == 0, counts
+    assert counts["Aggregated"][1] == 0, counts
