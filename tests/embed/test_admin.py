@@ -10,6 +10,8 @@ faults, the lease) uses an injected clock, in process.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -311,3 +313,19 @@ def test_registration_is_explicit_and_checked() -> None:
     with pytest.raises(ValueError, match="enabled"):
         admin.defense("my_defense", object())  # type: ignore[arg-type]
     assert admin.defense_names == []  # a dependency without a guard switches nothing
+
+
+def test_without_the_extra_the_import_names_it() -> None:
+    """A service without Starlette (or prometheus-client) is told which extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['starlette'] = None\n"
+        "try:\n"
+        "    import chaosemergence.embed\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "pip install 'chaostoolkit-emergence[embed]'" in result.stdout, result.stderr
