@@ -329,3 +329,29 @@ def test_without_the_extra_the_import_names_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert "pip install 'chaostoolkit-emergence[embed]'" in result.stdout, result.stderr
+
+
+async def test_a_fastapi_service_mounts_it_the_documented_way() -> None:
+    """docs/your-service.md: ``app.mount("/admin", admin.admin_app())`` and
+    ``app.add_route("/metrics", admin.metrics)`` in a FastAPI app, with its lifespan."""
+    from fastapi import FastAPI
+
+    admin = EmergenceAdmin(token=TOKEN)
+    breaker = CircuitBreaker("db")
+    admin.dependency("db", guard=Guard(name="db", breaker=breaker))
+    app = FastAPI(lifespan=admin.lifespan)
+    app.mount("/admin", admin.admin_app())
+    app.add_route("/metrics", admin.metrics)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        off = await client.post("/admin/defenses", json={"enabled": False}, headers=headers)
+        assert off.status_code == 200 and breaker.enabled is False
+        assert (await client.post("/admin/reset", headers=headers)).status_code == 200
+        assert breaker.enabled is True
+        assert (await client.get("/admin/increase", headers=headers)).status_code == 200
+        assert (await client.get("/admin/state")).status_code == 401
+        assert (await client.get("/metrics")).status_code == 200
