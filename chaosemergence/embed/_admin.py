@@ -448,12 +448,19 @@ class EmergenceAdmin:
     async def _invalidate(self, _request: Request) -> Response:
         removed = prewarmed = 0
         prewarming = all(o.enabled for o in self._registry.defenses.get("cache_prewarming", []))
-        for cache in self._registry.caches.values():
-            cache.invalidations += 1
-            removed += await _maybe_await(cache.invalidate())
-            if cache.prewarm is not None and prewarming:
-                prewarmed += await _maybe_await(cache.prewarm())
-        cell = {"removed": removed, "prewarmed": prewarmed}
+        errors: dict[str, str] = {}
+        for name, cache in self._registry.caches.items():
+            # One cache's callback failing must not keep the others from being dropped.
+            try:
+                cache.invalidations += 1
+                removed += await _maybe_await(cache.invalidate())
+                if cache.prewarm is not None and prewarming:
+                    prewarmed += await _maybe_await(cache.prewarm())
+            except Exception as error:
+                errors[name] = f"{type(error).__name__}: {error}"
+        cell: dict[str, Any] = {"removed": removed, "prewarmed": prewarmed}
+        if errors:
+            cell["errors"] = errors
         return JSONResponse({"cells": {str(self._cell_index()): cell}})
 
     async def _reset(self, _request: Request) -> Response:

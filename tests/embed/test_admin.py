@@ -355,3 +355,28 @@ async def test_a_fastapi_service_mounts_it_the_documented_way() -> None:
         assert (await client.get("/admin/increase", headers=headers)).status_code == 200
         assert (await client.get("/admin/state")).status_code == 401
         assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_every_cache_is_dropped_even_when_one_callback_fails() -> None:
+    admin = EmergenceAdmin(token=TOKEN)
+    entries = {1: "a", 2: "b"}
+
+    def broken() -> int:
+        raise OSError("cache server unreachable")
+
+    async def drop() -> int:  # an async callback is awaited
+        return _drop(entries)
+
+    async def refill() -> int:
+        entries.update({1: "a"})
+        return 1
+
+    admin.cache("remote", invalidate=broken)
+    admin.cache("local", invalidate=drop, prewarm=refill)
+    transport = httpx.ASGITransport(app=admin.admin_app())
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as c:
+        cell = (await c.post("/cache/invalidate")).json()["cells"]["0"]
+    assert cell["removed"] == 2 and cell["prewarmed"] == 1
+    assert "cache server unreachable" in cell["errors"]["remote"]
+    assert entries == {1: "a"}
