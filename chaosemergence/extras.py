@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "reference": ("starlette", "uvicorn", "aiohttp", "prometheus_client", "rich"),
     "traffic": ("locust",),
     "prometheus": ("prometheus_client",),
+    "embed": ("starlette", "prometheus_client"),
 }
 
 

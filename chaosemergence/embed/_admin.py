@@ -1,0 +1,547 @@
+"""The admin API a service embeds: faults, defenses, jitter, caches, state, events, metrics.
+
+The paths and JSON shapes are the reference system's gateway's (``/admin/faults``,
+``/admin/defenses``, ``/admin/jitter``, ``/admin/cache/invalidate``, ``/admin/reset``,
+``/admin/lease``, ``/admin/state``, ``/admin/events``, ``/admin/increase``), so the
+extension's actions and probes drive a user's service unchanged. The service is one
+failure domain (one "cell", the recorder's ``cell`` label).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import itertools
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from chaosemergence.app.faults import FaultTable, validate_fault_request
+from chaosemergence.app.lease import Lease, validate_lease_seconds
+from chaosemergence.app.window import MetricWindow
+from chaosemergence.defenses import EventLog, Guard, Jitter
+from chaosemergence.defenses.metrics import PrometheusRecorder
+
+__all__ = ["Dependency", "DependencyFault", "EmergenceAdmin"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: A lease that nobody renews puts every defense back on after this many seconds.
+DEFAULT_LEASE_SECONDS = 60.0
+MAX_WINDOW_SECONDS = 900.0
+MAX_BODY_BYTES = 64 * 1024
+
+
+class Switchable(Protocol):
+    """Anything a defense switch turns on and off: every defense in the library is one."""
+
+    enabled: bool
+
+
+class DependencyFault(RuntimeError):
+    """An error injected into a dependency call by the admin API (``kind: error``)."""
+
+
+class InjectedTimeout(TimeoutError):
+    """A dependency call whose answer an injected ``timeout`` fault lost."""
+
+
+@dataclass
+class Dependency:
+    """A registered dependency: ``await db.call(fn, *args)`` runs ``fn`` under the guard
+    (when one was given) with the injected faults applied to each attempt."""
+
+    name: str
+    guard: Guard | None
+    hang_seconds: float
+    _faults: FaultTable
+    _rng: random.Random
+    calls: int = 0
+    faulted: int = 0
+
+    async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` under the guard, the faults applied to each attempt."""
+        attempt = functools.partial(self.attempt, fn, *args, **kwargs)
+        if self.guard is None:
+            return await attempt()
+        return await self.guard.run(attempt)
+
+    async def attempt(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """One attempt of ``fn``, with the faults drawn for it (no guard): for a service that
+        nests its own defenses around the call."""
+        self.calls += 1
+        drawn = self._faults.draw(self.name, self._rng)
+        if drawn:
+            self.faulted += 1
+        for fault in drawn:
+            if fault.kind == "error":
+                raise DependencyFault(f"{self.name}: injected error ({fault.id})")
+            if fault.kind == "timeout":
+                # The call hangs, then its answer is lost.
+                await asyncio.sleep(self.hang_seconds)
+                raise InjectedTimeout(f"{self.name}: injected timeout ({fault.id})")
+        delay = sum(f.latency_ms for f in drawn if f.kind == "latency") / 1000.0
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await fn(*args, **kwargs)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "faulted": self.faulted,
+            "guard": self.guard.snapshot() if self.guard is not None else None,
+        }
+
+
+@dataclass
+class _Cache:
+    invalidate: Callable[[], int | Awaitable[int]]
+    prewarm: Callable[[], int | Awaitable[int]] | None
+    invalidations: int = 0
+
+
+@dataclass
+class _Registry:
+    dependencies: dict[str, Dependency] = field(default_factory=dict)
+    caches: dict[str, _Cache] = field(default_factory=dict)
+    timers: dict[str, Jitter] = field(default_factory=dict)
+    defenses: dict[str, list[Switchable]] = field(default_factory=dict)
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ValueError(f"body: at most {MAX_BODY_BYTES} bytes")
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ValueError("body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return body
+
+
+async def _maybe_await(value: int | Awaitable[int]) -> int:
+    if isinstance(value, Awaitable):
+        return int(await value)
+    return int(value)
+
+
+class EmergenceAdmin:
+    """The registry a service fills, and the admin API and ``/metrics`` it serves.
+
+    ::
+
+        admin = EmergenceAdmin(token=os.environ["ADMIN_TOKEN"])
+        db = admin.dependency("database", guard=guard)   # faults, defense switches, metrics
+        admin.cache("profiles", invalidate=cache.clear)   # /admin/cache/invalidate
+        admin.timer("refresh", jitter=jitter)             # /admin/jitter
+        app = Starlette(routes=[*my_routes, *admin.routes()], lifespan=admin.lifespan)
+
+    Give the defenses ``events=admin.events`` (their activations are ``/admin/events``) and
+    record user requests with ``admin.recorder.request(route, outcome, seconds)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        recorder: PrometheusRecorder | None = None,
+        events: EventLog | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(token, str) or len(token) < 16:
+            raise ValueError("token must be a string of at least 16 characters")
+        self._token = token.encode()
+        self.recorder = (
+            recorder if recorder is not None else PrometheusRecorder(CollectorRegistry())
+        )
+        self.events = events if events is not None else EventLog()
+        self.lease_seconds = validate_lease_seconds(lease_seconds, DEFAULT_LEASE_SECONDS)
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self.faults = FaultTable(clock=clock)
+        self.lease = Lease(clock=clock)
+        self.window = MetricWindow(self.recorder.registry)
+        self._registry = _Registry()
+        self._fault_ids = itertools.count(1)
+        self.jitter_removed = False
+        self.started_at = time.time()
+        self._ticker: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ registration
+    def dependency(
+        self, name: str, *, guard: Guard | None = None, hang_seconds: float = 1.0
+    ) -> Dependency:
+        """Register a dependency: faults target it by ``name``; its guard's layers become the
+        switches ``circuit_breaker``, ``adaptive_throttle`` and ``retry_budget``, and its
+        counters the ``emergence_dependency_*`` series."""
+        self._check_name("dependency", name, self._registry.dependencies)
+        if name == "all":
+            raise ValueError("dependency: 'all' names every dependency; pick another name")
+        if not 0 < hang_seconds <= 60:
+            raise ValueError(f"hang_seconds must be in (0, 60], got {hang_seconds!r}")
+        dep = Dependency(name, guard, hang_seconds, self.faults, self._rng)
+        self._registry.dependencies[name] = dep
+        if guard is not None:
+            self.recorder.track(guard, dependency=name)
+            for switch, layer in (
+                ("circuit_breaker", guard.breaker),
+                ("adaptive_throttle", guard.throttle),
+                ("retry_budget", guard.retry),
+            ):
+                if layer is not None:
+                    self._registry.defenses.setdefault(switch, []).append(layer)
+        return dep
+
+    def cache(
+        self,
+        name: str,
+        *,
+        invalidate: Callable[[], int | Awaitable[int]],
+        prewarm: Callable[[], int | Awaitable[int]] | None = None,
+    ) -> None:
+        """Register a cache: ``invalidate()`` drops it and returns how many entries it removed;
+        ``prewarm()`` (optional, run after when the ``cache_prewarming`` switch is on) refills
+        it and returns how many."""
+        self._check_name("cache", name, self._registry.caches)
+        self._registry.caches[name] = _Cache(invalidate, prewarm)
+
+    def timer(self, name: str, *, jitter: Jitter) -> None:
+        """Register a periodic timer's jitter: ``remove_all_jitter`` turns it off."""
+        self._check_name("timer", name, self._registry.timers)
+        self._registry.timers[name] = jitter
+
+    def defense(self, name: str, *objects: Switchable) -> None:
+        """Register objects (``enabled`` attributes) under a defense switch ``name``, such as
+        ``request_coalescing`` for a SingleFlight or ``early_expiration`` for XFetch."""
+        if not name or not name.replace("_", "").isalnum():
+            raise ValueError(f"name must be letters, digits and underscores, got {name!r}")
+        if not objects:
+            raise ValueError("objects: give at least one object with an `enabled` attribute")
+        for obj in objects:
+            if not isinstance(getattr(obj, "enabled", None), bool):
+                raise ValueError(f"objects: {obj!r} has no boolean `enabled` attribute")
+        self._registry.defenses.setdefault(name, []).extend(objects)
+
+    @staticmethod
+    def _check_name(what: str, name: str, known: dict[str, Any]) -> None:
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise ValueError(f"{what}: name must be a string of 1-64 characters, got {name!r}")
+        if name in known:
+            raise ValueError(f"{what}: {name!r} is already registered")
+
+    @property
+    def defense_names(self) -> list[str]:
+        return sorted(self._registry.defenses)
+
+    # ------------------------------------------------------------------ lifecycle
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Keep the metrics window (``/admin/increase``) and the lease ticking while open."""
+        self._ticker = asyncio.create_task(self._tick_forever(), name="emergence-admin")
+        try:
+            yield
+        finally:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        """``Starlette(lifespan=admin.lifespan)`` for a service with no lifespan of its own."""
+        async with self.running():
+            yield
+
+    async def _tick_forever(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(1.0)
+
+    def tick(self) -> None:
+        """One second's work: a metrics snapshot, and an expired lease puts everything back."""
+        self.window.tick()
+        if self.lease.expired():
+            self.lease.release()
+            self.lease.expirations += 1
+            self._restore()
+            self.events.record(
+                "lease",
+                "activated",
+                "the lease on weakened defenses expired unrenewed: every defense back on, "
+                "jitter restored",
+            )
+
+    # ------------------------------------------------------------------ operations
+    def _switch(self, names: list[str] | None, enabled: bool) -> None:
+        for name, objects in self._registry.defenses.items():
+            if names is None or name in names:
+                for obj in objects:
+                    obj.enabled = enabled
+
+    def _set_jitter(self, enabled: bool) -> None:
+        self.jitter_removed = not enabled
+        for jitter in self._registry.timers.values():
+            jitter.enabled = enabled
+
+    def _weakened(self) -> bool:
+        off = any(not o.enabled for objs in self._registry.defenses.values() for o in objs)
+        return off or self.jitter_removed
+
+    def _hold_lease(self, seconds: float) -> dict[str, Any]:
+        if self._weakened():
+            if self.lease.held:
+                self.lease.renew(seconds)
+            else:
+                self.lease.take(seconds)
+        else:
+            self.lease.release()
+        return self.lease.view()
+
+    def _restore(self) -> None:
+        self._switch(None, True)
+        self._set_jitter(True)
+
+    def state(self) -> dict[str, Any]:
+        """The one cell's state, as ``/admin/state`` shows it."""
+        reg = self._registry
+        return {
+            "defenses": {
+                name: all(o.enabled for o in objs) for name, objs in sorted(reg.defenses.items())
+            },
+            "dependencies": {name: dep.state() for name, dep in sorted(reg.dependencies.items())},
+            "caches": {name: {"invalidations": c.invalidations} for name, c in reg.caches.items()},
+            "timers": {name: {"jitter": j.enabled} for name, j in reg.timers.items()},
+            "faults": self.faults.snapshot(),
+            "jitter_removed": self.jitter_removed,
+        }
+
+    # ------------------------------------------------------------------ HTTP
+    def routes(self) -> list[BaseRoute]:
+        """``/admin/...`` (token-protected) and ``/metrics``, for ``Starlette(routes=...)``;
+        FastAPI: ``app.mount("/admin", admin.admin_app())`` and
+        ``app.add_route("/metrics", admin.metrics)``."""
+        return [Mount("/admin", app=self.admin_app()), Route("/metrics", self.metrics)]
+
+    def admin_app(self) -> Starlette:
+        """The admin API alone (paths without the ``/admin`` prefix), to mount at ``/admin``."""
+        routes = [
+            Route("/faults", self._add_fault, methods=["POST"]),
+            Route("/faults", self._clear_faults, methods=["DELETE"]),
+            Route("/defenses", self._defenses, methods=["POST"]),
+            Route("/jitter", self._jitter, methods=["POST"]),
+            Route("/cache/invalidate", self._invalidate, methods=["POST"]),
+            Route("/reset", self._reset, methods=["POST"]),
+            Route("/lease", self._lease, methods=["GET", "POST"]),
+            Route("/state", self._state, methods=["GET"]),
+            Route("/events", self._events, methods=["GET"]),
+            Route("/increase", self._increase, methods=["GET"]),
+        ]
+        app = Starlette(routes=routes)
+        app.add_middleware(_TokenMiddleware, token=self._token)
+        return app
+
+    async def metrics(self, _request: Request) -> Response:
+        """The Prometheus exposition of the recorder's registry (not token-protected)."""
+        return Response(generate_latest(self.recorder.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @property
+    def _cell(self) -> str:
+        return self.recorder.cell
+
+    def _cell_index(self) -> int:
+        return int(self._cell) if self._cell.isdigit() else 0
+
+    async def _add_fault(self, request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            normalized = validate_fault_request(body, self._registry.dependencies)
+            cells = body.get("cells")
+            if cells is not None and cells != [self._cell_index()]:
+                raise ValueError(
+                    f"cells: this service is one failure domain (cell {self._cell_index()}): "
+                    f"give null or [{self._cell_index()}], got {cells!r}"
+                )
+        except ValueError as error:
+            return _bad_request(str(error))
+        fault = self.faults.add(normalized, f"fault-{next(self._fault_ids)}")
+        return JSONResponse(
+            {
+                "id": fault.id,
+                **normalized,
+                "cells": [self._cell_index()],
+                "skipped": {},
+                "expires_at": time.time() + normalized["duration"],
+            },
+            status_code=201,
+        )
+
+    async def _clear_faults(self, request: Request) -> Response:
+        return JSONResponse({"cleared": self.faults.clear(request.query_params.get("id"))})
+
+    async def _defenses(self, request: Request) -> Response:
+        known = self.defense_names
+        try:
+            body = await _json_body(request)
+            enabled, names = body.get("enabled"), body.get("names")
+            if not isinstance(enabled, bool):
+                raise ValueError(f"enabled must be true or false, got {enabled!r}")
+            if names is not None:
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise ValueError("names must be a list of defense names or null")
+                unknown = [n for n in names if n not in known]
+                if unknown:
+                    raise ValueError(
+                        f"names: unknown defense(s) {unknown}; known: {', '.join(known)}"
+                    )
+            seconds = validate_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
+        except ValueError as error:
+            return _bad_request(str(error))
+        self._switch(names, enabled)
+        held = self._hold_lease(seconds)
+        cell = {"defenses": self.state()["defenses"]}
+        return JSONResponse(
+            {
+                "enabled": enabled,
+                "names": names or known,
+                "cells": {str(self._cell_index()): cell},
+                "lease": held,
+            }
+        )
+
+    async def _jitter(self, request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            if not isinstance(body.get("enabled"), bool):
+                raise ValueError(f"enabled must be true or false, got {body.get('enabled')!r}")
+            seconds = validate_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
+        except ValueError as error:
+            return _bad_request(str(error))
+        self._set_jitter(body["enabled"])
+        held = self._hold_lease(seconds)
+        cell = {"jitter": body["enabled"], "timers": sorted(self._registry.timers)}
+        return JSONResponse({"cells": {str(self._cell_index()): cell}, "lease": held})
+
+    async def _invalidate(self, _request: Request) -> Response:
+        removed = prewarmed = 0
+        prewarming = all(o.enabled for o in self._registry.defenses.get("cache_prewarming", []))
+        errors: dict[str, str] = {}
+        for name, cache in self._registry.caches.items():
+            # One cache's callback failing must not keep the others from being dropped.
+            try:
+                cache.invalidations += 1
+                removed += await _maybe_await(cache.invalidate())
+                if cache.prewarm is not None and prewarming:
+                    prewarmed += await _maybe_await(cache.prewarm())
+            except Exception as error:
+                errors[name] = f"{type(error).__name__}: {error}"
+        cell: dict[str, Any] = {"removed": removed, "prewarmed": prewarmed}
+        if errors:
+            cell["errors"] = errors
+        return JSONResponse({"cells": {str(self._cell_index()): cell}})
+
+    async def _reset(self, _request: Request) -> Response:
+        cleared = self.faults.clear()
+        self.lease.release()
+        self._restore()
+        cell = {"faults_cleared": cleared, "defenses": self.state()["defenses"]}
+        return JSONResponse({"restarted": [], "cells": {str(self._cell_index()): cell}})
+
+    async def _lease(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = await _json_body(request)
+                seconds = validate_lease_seconds(body.get("seconds"), self.lease_seconds)
+            except ValueError as error:
+                return _bad_request(str(error).replace("lease_seconds", "seconds"))
+            self.lease.renew(seconds)
+        return JSONResponse(self.lease.view())
+
+    async def _state(self, _request: Request) -> Response:
+        return JSONResponse(
+            {
+                "started_at": self.started_at,
+                "gateway": {"lease": self.lease.view(), "cells": 1},
+                "cells": [
+                    {
+                        "index": self._cell_index(),
+                        "alive": True,
+                        "restarting": False,
+                        "restarts": 0,
+                        "state": self.state(),
+                    }
+                ],
+            }
+        )
+
+    async def _events(self, request: Request) -> Response:
+        raw = request.query_params.get("since", "0")
+        try:
+            since = float(raw)
+        except ValueError:
+            return _bad_request(f"since must be epoch seconds, got {raw!r}")
+        events = [{**e.as_dict(), "cell": self._cell} for e in self.events.since(since)]
+        return JSONResponse({"started_at": self.started_at, "events": events, "unanswered": {}})
+
+    async def _increase(self, request: Request) -> Response:
+        try:
+            seconds = float(request.query_params.get("seconds", "30"))
+            if not 0 < seconds <= MAX_WINDOW_SECONDS:
+                raise ValueError
+        except ValueError:
+            return _bad_request(f"seconds must be a number in (0, {MAX_WINDOW_SECONDS:.0f}]")
+        if self._ticker is None:
+            return JSONResponse(
+                {
+                    "error": "the metrics window is not running: run the app with "
+                    "lifespan=admin.lifespan, or enter `async with admin.running()` in yours"
+                },
+                status_code=503,
+            )
+        return JSONResponse(
+            {"seconds": seconds, "samples": self.window.increase(seconds), "unanswered": {}}
+        )
+
+
+class _TokenMiddleware:
+    """401 unless ``Authorization: Bearer <token>`` (compared in constant time)."""
+
+    def __init__(self, app: Any, *, token: bytes) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self.token):
+                response = JSONResponse(
+                    {"error": "missing or wrong admin token (Authorization: Bearer ...)"},
+                    status_code=401,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
