@@ -162,3 +162,44 @@ def test_bench_settings_are_valid_overrides() -> None:
     settings = apply_overrides(SystemSettings(), BENCH_SETTINGS)
     assert settings.dependencies["recommendations"].service_time_ms == 1.0
     assert settings.cell_request_capacity == BENCH_SETTINGS["cell_request_capacity"]
+
+
+async def test_guarded_call_goes_through_breaker_throttle_retry_and_budget() -> None:
+    """The composed call the primitives section times: every defense sees the call."""
+    from chaosemergence.bench.primitives import guarded
+    from chaosemergence.defenses import AdaptiveThrottle, CircuitBreaker, RetryBudget, RetryPolicy
+
+    breaker, throttle = CircuitBreaker("t"), AdaptiveThrottle()
+    budget = RetryBudget(ratio=1.0)
+    retry = RetryPolicy(max_attempts=3, budget=budget, sleep=_no_sleep)
+    failures = [RuntimeError("first attempt fails")]
+
+    async def flaky() -> int:
+        if failures:
+            raise failures.pop()
+        return 7
+
+    assert await guarded(breaker, throttle, retry)(flaky) == 7
+    assert breaker.calls == 1
+    assert (retry.attempts, retry.retries) == (2, 1)
+    assert budget.allowed == 1
+    assert (throttle.snapshot()["requests"], throttle.snapshot()["accepts"]) == (1, 1)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def test_scale_sizes_must_be_ascending_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--sizes` names the field when the cell counts are not ascending integers >= 1."""
+    for bad in ("4,1", "0,4", "a,b"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--only", "scale", "--sizes", bad])
+        assert exit_.value.code == 2
+        assert "--sizes" in capsys.readouterr().err
+
+
+def test_unknown_section_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "scael"])
+    assert "unknown ['scael']" in capsys.readouterr().err

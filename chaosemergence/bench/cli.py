@@ -14,14 +14,15 @@ from chaosemergence.bench.record import Record, compare, format_comparison, form
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("service", "primitives")
+SECTIONS = ("service", "primitives", "scale", "loadgen", "experience", "effectiveness")
 
 
 def _progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
-def _measure(sections: Sequence[str], quick: bool, seconds: float, rounds: int) -> Record:
+def _measure(args: argparse.Namespace, sections: Sequence[str]) -> Record:
+    quick, seconds, rounds = args.quick, args.seconds, args.rounds
     record = Record()
     if "service" in sections:
         from chaosemergence.bench.service import service_section
@@ -37,7 +38,25 @@ def _measure(sections: Sequence[str], quick: bool, seconds: float, rounds: int) 
 
         _progress("primitives")
         asyncio.run(primitives_section(record, quick=quick))
+    if "scale" in sections:
+        from chaosemergence.bench.scale import scale_section
+        from chaosemergence.bench.wrk import WrkUnavailable
+
+        try:
+            scale_section(record, seconds=seconds, sizes=args.sizes, progress=_progress)
+        except WrkUnavailable as error:
+            print(f"scale section skipped: {error}", file=sys.stderr)
     return record
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes: integers, got {text!r}") from None
+    if not sizes or sizes[0] < 1 or list(sizes) != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError(f"--sizes: ascending counts >= 1, got {text!r}")
+    return sizes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke check)")
     parser.add_argument(
         "--sections",
+        "--only",
         default=",".join(SECTIONS),
         help=f"comma-separated sections to measure (default: {','.join(SECTIONS)})",
     )
@@ -70,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar=("OLD", "NEW"),
         help="set OLD beside this run's results (or beside NEW, without measuring)",
     )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=(1, 4, 10, 32),
+        help="scale: the cell counts, ascending, comma-separated (default 1,4,10,32)",
+    )
     args = parser.parse_args(argv)
     if args.compare and len(args.compare) > 2:
         parser.error("--compare takes OLD, or OLD and NEW")
@@ -86,12 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"--sections: unknown {unknown}; known: {', '.join(SECTIONS)}")
-    seconds = args.seconds or (2.0 if args.quick else 5.0)
-    rounds = args.rounds or (1 if args.quick else 3)
-    if seconds <= 0 or rounds < 1:
+    args.seconds = args.seconds or (2.0 if args.quick else 5.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.seconds <= 0 or args.rounds < 1:
         parser.error("--seconds must be > 0 and --rounds >= 1")
     started = time.perf_counter()
-    record = _measure(sections, args.quick, seconds, rounds)
+    record = _measure(args, sections)
     command = shlex.join(["python", "-m", "chaosemergence.bench", *(argv or sys.argv[1:])])
     record.write(args.output, command)
     data = load(args.output)

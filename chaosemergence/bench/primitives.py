@@ -18,9 +18,12 @@ from typing import Any
 
 from chaosemergence.bench.record import Record
 from chaosemergence.defenses import (
+    AdaptiveThrottle,
     CircuitBreaker,
     HashRing,
     LoadShedder,
+    RetryBudget,
+    RetryPolicy,
     SingleFlight,
 )
 
@@ -190,6 +193,52 @@ async def breaker_concurrency(
         )
 
 
+# -- guarded call: breaker + throttle + retry + budget ---------------------------------
+
+
+def guarded(
+    breaker: CircuitBreaker, throttle: AdaptiveThrottle, retry: RetryPolicy
+) -> Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]:
+    """One call through every client-side defense, composed as the cells compose them.
+
+    breaker -> adaptive throttle -> retries under a retry budget (cell_service.call_dependency).
+    """
+
+    def call(operation: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        return breaker.call(lambda: throttle.call(lambda: retry.run(operation)))
+
+    return call
+
+
+async def guarded_overhead(record: Record, n: int, repeat: int) -> None:
+    """What a successful call through the four defenses costs on top of the bare call."""
+    call = guarded(
+        CircuitBreaker("bench-guarded"),
+        AdaptiveThrottle(),
+        RetryPolicy(max_attempts=3, budget=RetryBudget()),
+    )
+    best_bare = best_guarded = float("inf")
+    for _ in range(repeat):
+        best_bare = min(best_bare, await _async_loop(_noop, n))
+        best_guarded = min(best_guarded, await _async_loop(lambda: call(_noop), n))
+    section = "primitives"
+    record.add(section, "bare_call_us", best_bare / n * 1e6, "us/call")
+    # breaker + throttle + retry + budget around the same trivial async call.
+    record.add(
+        section,
+        "guarded_call_us",
+        best_guarded / n * 1e6,
+        "us/call",
+        anchor=f"{section}/bare_call_us",
+    )
+    record.add(
+        section,
+        "guarded_overhead_us_per_call",
+        max(0.0, best_guarded - best_bare) / n * 1e6,
+        "us/call",
+    )
+
+
 # -- singleflight --------------------------------------------------------------------
 
 
@@ -354,6 +403,7 @@ async def primitives_section(record: Record, quick: bool = False) -> None:
     scale = 5 if quick else 1
     repeat = 3 if quick else 5
     await breaker_overhead(record, 100_000 // scale, repeat)
+    await guarded_overhead(record, 100_000 // scale, repeat)
     await breaker_concurrency(record, (1, 4, 16, 64), 512 // scale, 0.001)
     await singleflight_cost(record, 10_000 // scale, repeat)
     shedding_cost(record, 100_000 // scale, repeat)
