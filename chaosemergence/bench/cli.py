@@ -46,6 +46,10 @@ def _measure(args: argparse.Namespace, sections: Sequence[str]) -> Record:
             scale_section(record, seconds=seconds, sizes=args.sizes, progress=_progress)
         except WrkUnavailable as error:
             print(f"scale section skipped: {error}", file=sys.stderr)
+    if "loadgen" in sections:
+        from chaosemergence.bench.loadgen import loadgen_section
+
+        loadgen_section(record, seconds=max(seconds, 5.0), progress=_progress)
     return record
 
 
