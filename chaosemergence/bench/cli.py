@@ -50,6 +50,10 @@ def _measure(args: argparse.Namespace, sections: Sequence[str]) -> Record:
         from chaosemergence.bench.loadgen import loadgen_section
 
         loadgen_section(record, seconds=max(seconds, 5.0), progress=_progress)
+    if "experience" in sections or "effectiveness" in sections:
+        from chaosemergence.bench.journals import journals_sections
+
+        journals_sections(record, sections, args.results, args.experience, progress=_progress)
     return record
 
 
@@ -99,6 +103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_sizes,
         default=(1, 4, 10, 32),
         help="scale: the cell counts, ascending, comma-separated (default 1,4,10,32)",
+    )
+    parser.add_argument(
+        "--results",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="experience, effectiveness: folders of journals .ci/run-experiment.sh left",
+    )
+    parser.add_argument(
+        "--experience",
+        action="store_true",
+        help="experience: time `make run` and the CI-profile set (about 10 min) instead of"
+        " reading the journals of --results",
     )
     args = parser.parse_args(argv)
     if args.compare and len(args.compare) > 2:
