@@ -284,3 +284,13 @@ def test_experience_sums_the_journals_of_the_defended_set(tmp_path: Path) -> Non
     assert record.get("experience/ci_set_on_journals_s").value == 82.0
     assert record.get("experience/ci_all_modes_journals_s").value == 132.0
     assert record.get("experience/ci_set_s").value is None
+
+
+def test_sections_past_the_budget_are_skipped_and_the_file_still_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole bench is bounded: once --budget is spent the remaining sections are skipped."""
+    out = tmp_path / "bench.json"
+    assert main(["--only", "primitives", "--budget", "0", "--output", str(out)]) == 0
+    assert load(out) == {}
+    assert "primitives section skipped: the 0 s budget is spent" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import asyncio
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from chaosemergence.bench.record import Record, compare, format_comparison, format_table, load
@@ -21,39 +21,65 @@ def _progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
+def _service(record: Record, args: argparse.Namespace) -> None:
+    from chaosemergence.bench.service import service_section
+
+    _progress("service: wrk through the gateway and a cell (loopback)")
+    service_section(record, seconds=args.seconds, rounds=args.rounds, progress=_progress)
+
+
+def _primitives(record: Record, args: argparse.Namespace) -> None:
+    from chaosemergence.bench.primitives import primitives_section
+
+    _progress("primitives")
+    asyncio.run(primitives_section(record, quick=args.quick))
+
+
+def _scale(record: Record, args: argparse.Namespace) -> None:
+    from chaosemergence.bench.scale import scale_section
+
+    scale_section(record, seconds=args.seconds, sizes=args.sizes, progress=_progress)
+
+
+def _loadgen(record: Record, args: argparse.Namespace) -> None:
+    from chaosemergence.bench.loadgen import loadgen_section
+
+    loadgen_section(record, seconds=max(args.seconds, 5.0), progress=_progress)
+
+
+def _journals(record: Record, args: argparse.Namespace, sections: Sequence[str]) -> None:
+    from chaosemergence.bench.journals import journals_sections
+
+    journals_sections(record, sections, args.results, args.experience, progress=_progress)
+
+
 def _measure(args: argparse.Namespace, sections: Sequence[str]) -> Record:
-    quick, seconds, rounds = args.quick, args.seconds, args.rounds
+    """Each section in turn; once ``args.budget`` seconds have passed, the rest are skipped."""
+    from chaosemergence.bench.wrk import WrkUnavailable
+
     record = Record()
-    if "service" in sections:
-        from chaosemergence.bench.service import service_section
-        from chaosemergence.bench.wrk import WrkUnavailable
-
-        _progress("service: wrk through the gateway and a cell (loopback)")
+    deadline = time.monotonic() + args.budget
+    runners: list[tuple[str, Callable[[Record, argparse.Namespace], None]]] = [
+        ("service", _service),
+        ("primitives", _primitives),
+        ("scale", _scale),
+        ("loadgen", _loadgen),
+    ]
+    for name, run in runners:
+        if name not in sections:
+            continue
+        if time.monotonic() > deadline:
+            print(
+                f"{name} section skipped: the {args.budget:.0f} s budget is spent", file=sys.stderr
+            )
+            continue
         try:
-            service_section(record, seconds=seconds, rounds=rounds, progress=_progress)
+            run(record, args)
         except WrkUnavailable as error:
-            print(f"service section skipped: {error}", file=sys.stderr)
-    if "primitives" in sections:
-        from chaosemergence.bench.primitives import primitives_section
-
-        _progress("primitives")
-        asyncio.run(primitives_section(record, quick=quick))
-    if "scale" in sections:
-        from chaosemergence.bench.scale import scale_section
-        from chaosemergence.bench.wrk import WrkUnavailable
-
-        try:
-            scale_section(record, seconds=seconds, sizes=args.sizes, progress=_progress)
-        except WrkUnavailable as error:
-            print(f"scale section skipped: {error}", file=sys.stderr)
-    if "loadgen" in sections:
-        from chaosemergence.bench.loadgen import loadgen_section
-
-        loadgen_section(record, seconds=max(seconds, 5.0), progress=_progress)
-    if "experience" in sections or "effectiveness" in sections:
-        from chaosemergence.bench.journals import journals_sections
-
-        journals_sections(record, sections, args.results, args.experience, progress=_progress)
+            print(f"{name} section skipped: {error}", file=sys.stderr)
+    wanted = [s for s in ("experience", "effectiveness") if s in sections]
+    if wanted:
+        _journals(record, args, wanted)
     return record
 
 
@@ -117,6 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="experience: time `make run` and the CI-profile set (about 10 min) instead of"
         " reading the journals of --results",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=1200.0,
+        help="seconds after which the remaining measured sections are skipped (default 1200;"
+        " --experience runs on past it, each experiment bounded by its own timeout)",
     )
     args = parser.parse_args(argv)
     if args.compare and len(args.compare) > 2:
