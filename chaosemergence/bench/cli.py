@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -77,6 +78,9 @@ def _measure(args: argparse.Namespace, sections: Sequence[str]) -> Record:
             run(record, args)
         except WrkUnavailable as error:
             print(f"{name} section skipped: {error}", file=sys.stderr)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            # A system that would not start, a tool that failed: the other sections still run.
+            print(f"{name} section failed, its figures are missing: {error}", file=sys.stderr)
     wanted = [s for s in ("experience", "effectiveness") if s in sections]
     if wanted:
         _journals(record, args, wanted)
