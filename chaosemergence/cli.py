@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from chaosemergence.app.auth import TOKEN_ENV, load_or_create_token
     from chaosemergence.app.gateway import create_gateway
+    from chaosemergence.app.http_protocol import CoalescingHttpToolsProtocol
     from chaosemergence.app.overrides import apply_overrides, load_overrides
     from chaosemergence.app.settings import (
         SystemSettings,
@@ -102,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_level="warning",
             access_log=False,
             loop="uvloop",
-            http="httptools",
+            http=CoalescingHttpToolsProtocol,
             timeout_graceful_shutdown=5,
         )
     finally:

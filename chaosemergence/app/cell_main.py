@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.cell_app import create_cell_app
 from chaosemergence.app.cell_service import CellService
+from chaosemergence.app.http_protocol import CoalescingHttpToolsProtocol
 from chaosemergence.app.lifecycle import RESTART_EXIT_CODE, events_file, exit_marker
 from chaosemergence.app.metrics import PrometheusRecorder
 from chaosemergence.app.settings import (
@@ -114,7 +115,7 @@ async def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
