@@ -149,3 +149,20 @@ def test_cell_urls_survive_the_settings_file() -> None:
     """The gateway writes its settings as JSON for the record; the list comes back whole."""
     settings = SystemSettings(cells=2, cell_urls=("http://10.0.0.5:9001", "http://[::1]:9002"))
     assert SystemSettings.from_json(settings.to_json()).cell_urls == settings.cell_urls
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--gateway-url=gw:8080"], "--gateway-url"),
+        (["--gateway-url=http://127.0.0.1:8080", "--index=2"], "index"),
+    ],
+)
+def test_cell_command_refuses_bad_input_naming_it(
+    tmp_path: Path, flags: list[str], named: str
+) -> None:
+    env = {**os.environ, "CHAOSEMERGENCE_ADMIN_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "chaosemergence.cli", "cell", "--index=0", "--cells=2"]
+    command += [f"--port={free_port()}", f"--state-dir={tmp_path}", *flags]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and named in done.stderr
