@@ -39,9 +39,12 @@ lint: venv
 # bench-results.json; the service section drives wrk (Debian: apt-get install -y wrk).
 # BENCH_ARGS=--quick for a short run; BENCH_ARGS="--compare old.json" to set an earlier
 # run beside this one.
+# The experience and effectiveness sections read the journals .ci/run-experiment.sh left in
+# $(RESULTS_DIR), when there are any (BENCH_ARGS=--experience measures them instead).
 BENCH_ARGS ?=
 bench: venv
-	$(PY) -m chaosemergence.bench $(BENCH_ARGS)
+	$(PY) -m chaosemergence.bench \
+		$(if $(wildcard $(RESULTS_DIR)/journal-*.json),--results $(RESULTS_DIR)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) bench-results.json journal*.json journal*.html chaostoolkit.log .pytest_cache

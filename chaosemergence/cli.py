@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from chaosemergence.app.auth import TOKEN_ENV, load_or_create_token
     from chaosemergence.app.gateway import create_gateway
+    from chaosemergence.app.http_protocol import CoalescingHttpToolsProtocol
     from chaosemergence.app.overrides import apply_overrides, load_overrides
     from chaosemergence.app.settings import (
         SystemSettings,
@@ -40,13 +42,22 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from chaosemergence.app.supervisor import Supervisor
 
+    cell_urls = tuple(args.cell_url or ())
+    if cell_urls and not os.environ.get(TOKEN_ENV):
+        print(
+            f"chaosemergence serve: --cell-url needs {TOKEN_ENV}: the cells started elsewhere "
+            "(`chaosemergence cell`) must hold the same admin token as the gateway",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = SystemSettings(
-            cells=args.cells,
+            cells=len(cell_urls) or args.cells,
             port=args.port,
             host=args.host,
             state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
             seed=args.seed,
+            cell_urls=cell_urls,
         )
         if args.config:
             settings = apply_overrides(settings, load_overrides(Path(args.config)))
@@ -99,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_level="warning",
             access_log=False,
             loop="uvloop",
-            http="httptools",
+            http=CoalescingHttpToolsProtocol,
             timeout_graceful_shutdown=5,
         )
     finally:
@@ -111,6 +122,58 @@ def _serve(args: argparse.Namespace) -> int:
         supervisor.stop()
         if prometheus is not None:
             prometheus.stop()
+    return 0
+
+
+def _cell(args: argparse.Namespace) -> int:
+    """One cell for a gateway elsewhere: the settings it would get, then the cell's own main."""
+    from chaosemergence.app import cell_main
+    from chaosemergence.app.auth import TOKEN_ENV
+    from chaosemergence.app.overrides import apply_overrides, load_overrides
+    from chaosemergence.app.settings import CELL_URL, SystemSettings, default_state_dir
+
+    if not os.environ.get(TOKEN_ENV):
+        print(f"chaosemergence cell: set {TOKEN_ENV} to the gateway's admin token", file=sys.stderr)
+        return 2
+    if not CELL_URL.fullmatch(args.gateway_url):
+        print(
+            f"chaosemergence cell: --gateway-url must be http://HOST:PORT, got "
+            f"{args.gateway_url!r}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        settings = SystemSettings(
+            cells=args.cells,
+            state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
+            seed=args.seed,
+        )
+        if args.config:
+            settings = apply_overrides(settings, load_overrides(Path(args.config)))
+        if not 0 <= args.index < args.cells:
+            raise ValueError(f"index must be in 0..{args.cells - 1}, got {args.index}")
+    except (ValueError, OSError) as error:
+        print(f"chaosemergence cell: {error}", file=sys.stderr)
+        return 2
+    run_dir = settings.state_dir / f"cell-{args.index}-{args.port}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = run_dir / "settings.json"
+    settings_file.write_text(json.dumps(settings.to_json()))
+    print(
+        f"chaosemergence: cell {args.index} of {args.cells} on http://{args.host}:{args.port} "
+        f"for the gateway at {args.gateway_url}",
+        flush=True,
+    )
+    cell_main.main(
+        [
+            f"--index={args.index}",
+            f"--port={args.port}",
+            f"--host={args.host}",
+            f"--gateway-url={args.gateway_url}",
+            f"--settings={settings_file}",
+            f"--db={run_dir / f'cell-{args.index}.sqlite3'}",
+        ]
+    )
     return 0
 
 
@@ -166,6 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         help="port of the admin API's own listener (default: any free port, written to "
         "<state dir>/admin-url-<port>)",
     )
+    serve.add_argument(
+        "--cell-url",
+        action="append",
+        default=None,
+        metavar="http://HOST:PORT",
+        help="a cell started elsewhere with `chaosemergence cell` (repeatable, in index order; "
+        "replaces --cells: the gateway starts no cell itself; docs/scaling.md)",
+    )
     serve.add_argument("--state-dir", default=None, help="tokens, databases, logs")
     serve.add_argument("--seed", type=int, default=7, help="seed of every random generator")
     serve.add_argument(
@@ -188,6 +259,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOST:PORT",
         help="with --prometheus: send alerts to this Alertmanager (repeatable)",
     )
+    cell = commands.add_parser(
+        "cell",
+        help="run one cell on its own, for a gateway started with --cell-url (docs/scaling.md)",
+    )
+    cell.add_argument("--index", type=int, required=True, help="its place in the gateway's list")
+    cell.add_argument("--cells", type=int, required=True, help="how many cells the system has")
+    cell.add_argument("--port", type=int, required=True, help="port to listen on")
+    cell.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    cell.add_argument(
+        "--gateway-url", required=True, help="the gateway (its shared dependency), http://HOST:PORT"
+    )
+    cell.add_argument("--state-dir", default=None, help="its database, events and settings")
+    cell.add_argument("--seed", type=int, default=7, help="seed of every random generator")
+    cell.add_argument("--config", default=None, help="the gateway's settings overrides file")
     report = commands.add_parser(
         "report", help="one self-contained HTML report of journals (docs/report.md)"
     )
@@ -213,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "cell":
+        return _cell(args)
     if args.command == "dashboard":
         from chaosemergence.extras import MissingExtraError, require
 

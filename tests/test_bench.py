@@ -162,3 +162,109 @@ def test_bench_settings_are_valid_overrides() -> None:
     settings = apply_overrides(SystemSettings(), BENCH_SETTINGS)
     assert settings.dependencies["recommendations"].service_time_ms == 1.0
     assert settings.cell_request_capacity == BENCH_SETTINGS["cell_request_capacity"]
+
+
+def test_scale_sizes_must_be_ascending_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--sizes` names the field when the cell counts are not ascending integers >= 1."""
+    for bad in ("4,1", "0,4", "a,b"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--only", "scale", "--sizes", bad])
+        assert exit_.value.code == 2
+        assert "--sizes" in capsys.readouterr().err
+
+
+def test_unknown_section_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "scael"])
+    assert "unknown ['scael']" in capsys.readouterr().err
+
+
+def _journal(
+    folder: Path,
+    experiment: str,
+    mode: str,
+    *,
+    start: str = "2026-11-29T23:00:00+00:00",
+    duration: float = 40.0,
+    figures: dict[str, float] | None = None,
+    probes: dict[str, float] | None = None,
+) -> None:
+    """A journal as chaos writes it, with the method probes the bench reads."""
+
+    def probe(name: str, output: object) -> dict[str, object]:
+        activity = {"type": "probe", "name": name, "provider": {"type": "python", "func": name}}
+        return {"activity": activity, "status": "succeeded", "output": output}
+
+    run = [probe(name, value) for name, value in (probes or {}).items()]
+    run.append(probe("figures", figures or {}))
+    folder.mkdir(parents=True, exist_ok=True)
+    journal = {
+        "status": "completed",
+        "deviated": False,
+        "start": start,
+        "duration": duration,
+        "experiment": {"title": experiment, "steady-state-hypothesis": {"probes": []}},
+        "steady_states": {},
+        "run": run,
+    }
+    (folder / f"journal-{experiment}-{mode}.json").write_text(json.dumps(journal))
+    (folder / f"run-{experiment}-{mode}.json").write_text(
+        json.dumps({"experiment": experiment, "profile": "ci", "mode": mode})
+    )
+
+
+def test_effectiveness_reads_the_latest_journals_against_the_undefended_run(
+    tmp_path: Path,
+) -> None:
+    """Each figure from the defended run, anchored on the undefended one; goals judged."""
+    from chaosemergence.bench.journals import effectiveness_section, load_latest
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    _journal(old, "retry-storm", "on", figures={"p99_ms": 900.0}, probes={})
+    _journal(
+        new,
+        "retry-storm",
+        "on",
+        start="2026-11-30T01:00:00+00:00",
+        figures={"p99_ms": 200.0},
+        probes={"retry-amplification": 0.5},
+    )
+    _journal(new, "retry-storm", "off", figures={"p99_ms": 2000.0})
+    _journal(new, "cascade", "on", figures={"failure_radius_pct": 30.0})
+    _journal(new, "metastable", "on", probes={"recovery-seconds": 45.0})
+    record = Record()
+    effectiveness_section(record, load_latest([old, new]))
+    p99 = record.get("effectiveness/p99_ms_20pct_timeouts")
+    assert (p99.value, p99.ratio, p99.met) == (200.0, 0.1, True)
+    assert record.get("effectiveness/retry_amplification").met is True
+    # The CI profile's four cells: one cell's share plus a point.
+    radius = record.get("effectiveness/failure_radius_one_cell_down")
+    assert (radius.value, radius.goal, radius.met) == (0.3, "value <= 0.26", False)
+    assert record.get("effectiveness/metastable_recovery_s").met is False
+    missing = record.get("effectiveness/correlation_after_defense")
+    assert (missing.value, missing.met) == (None, None)
+
+
+def test_experience_sums_the_journals_of_the_defended_set(tmp_path: Path) -> None:
+    from chaosemergence.bench.journals import experience_section, load_latest
+
+    _journal(tmp_path, "validate-emergence-defenses", "on", duration=42.0)
+    _journal(tmp_path, "cascade", "on", duration=40.0)
+    _journal(tmp_path, "cascade", "off", duration=50.0)
+    record = Record()
+    experience_section(record, load_latest([tmp_path]), {"make_run_s": 95.0})
+    assert record.get("experience/flagship_journal_s").met is True
+    assert record.get("experience/make_run_s").met is False
+    assert record.get("experience/ci_set_on_journals_s").value == 82.0
+    assert record.get("experience/ci_all_modes_journals_s").value == 132.0
+    assert record.get("experience/ci_set_s").value is None
+
+
+def test_sections_past_the_budget_are_skipped_and_the_file_still_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole bench is bounded: once --budget is spent the remaining sections are skipped."""
+    out = tmp_path / "bench.json"
+    assert main(["--only", "primitives", "--budget", "0", "--output", str(out)]) == 0
+    assert load(out) == {}
+    assert "primitives section skipped: the 0 s budget is spent" in capsys.readouterr().err

@@ -1,4 +1,10 @@
-"""Entry point of one cell process (started by the supervisor, never by hand)."""
+"""Entry point of one cell process.
+
+The supervisor starts it with ``--fd`` (a socket it keeps across restarts) and ``--parent``
+(the cell exits when its gateway dies). ``chaosemergence cell`` starts one on its own, for a
+gateway elsewhere (settings ``cell_urls``, docs/scaling.md): ``--host``/``--port`` to bind,
+``--gateway-url`` where the gateway is, no parent to watch.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.cell_app import create_cell_app
 from chaosemergence.app.cell_service import CellService
+from chaosemergence.app.http_protocol import CoalescingHttpToolsProtocol
 from chaosemergence.app.lifecycle import RESTART_EXIT_CODE, events_file, exit_marker
 from chaosemergence.app.settings import (
     SystemSettings,
@@ -58,7 +65,8 @@ async def _serve(args: argparse.Namespace) -> int:
     settings = SystemSettings.from_json(json.loads(Path(args.settings).read_text()))
     token = os.environ[TOKEN_ENV]
     run_dir = Path(args.db).parent
-    shared = SharedDependencyClient(_gateway_url(settings), token, args.index)
+    gateway = args.gateway_url or _gateway_url(settings)
+    shared = SharedDependencyClient(gateway, token, args.index)
     servers: list[uvicorn.Server] = []
 
     def restart(_reason: str) -> None:
@@ -94,42 +102,60 @@ async def _serve(args: argparse.Namespace) -> int:
         service.inject_fault(fault, fault_id)
         logger.warning("cell %s: fault %s re-injected: %s", args.index, fault_id, fault)
     app = create_cell_app(service, token, registry=registry)
-    sock = socket.socket(fileno=args.fd)
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+        sock.listen(1024)
     config = uvicorn.Config(
         app,
         log_level="warning",
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     servers.append(server)
-    watchdog = asyncio.create_task(_exit_when_orphaned(args.parent, server, settings, token))
+    watchdog = (
+        asyncio.create_task(_exit_when_orphaned(args.parent, server, settings, token))
+        if args.parent is not None
+        else None
+    )
     try:
         await server.serve(sockets=[sock])
     finally:
-        watchdog.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watchdog
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         await shared.aclose()
+        if args.fd is None:
+            sock.close()
     return RESTART_EXIT_CODE if service.restart_reason is not None else 0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--fd", type=int, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--fd", type=int, help="a listening socket to serve (the supervisor's)")
+    where.add_argument("--port", type=int, help="bind this port on --host instead")
+    parser.add_argument("--host", default="127.0.0.1", help="with --port (default 127.0.0.1)")
+    parser.add_argument("--gateway-url", default="", help="the gateway, when it is elsewhere")
     parser.add_argument("--settings", required=True)
     parser.add_argument("--db", required=True)
-    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--parent", type=int, default=None, help="exit when this pid is gone")
     parser.add_argument("--switches", default="", help="JSON {defense: bool} to start with")
     parser.add_argument("--jitter-removed", action="store_true")
     parser.add_argument(
         "--memory-pressure", default="", help="JSON {megabytes_per_second, duration} left"
     )
     parser.add_argument("--faults", default="", help="JSON {fault id: fault request} left")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     import uvloop
 
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the

@@ -618,6 +618,14 @@ def create_gateway(
         index = request.path_params["index"]
         if not 0 <= index < settings.cells:
             return _bad_request(f"cell must be an index in 0..{settings.cells - 1}, got {index}")
+        if supervisor.cells[index].remote_url is not None:
+            return JSONResponse(
+                {
+                    "error": f"cell {index} runs elsewhere ({supervisor.cells[index].url}): "
+                    "stop it where it runs"
+                },
+                status_code=409,
+            )
         killed = await asyncio.to_thread(supervisor.kill, index)
         return JSONResponse({"cell": index, "killed": killed})
 

@@ -20,7 +20,7 @@ from chaosemergence.app.settings import DependencySettings, SystemSettings
 __all__ = ["apply_overrides", "load_overrides"]
 
 # Fields an experiment may not move: where the system listens and keeps its files.
-_FIXED = {"host", "port", "state_dir", "cells", "seed"}
+_FIXED = {"host", "port", "state_dir", "cells", "seed", "cell_urls"}
 
 
 def load_overrides(path: Path) -> dict[str, Any]:

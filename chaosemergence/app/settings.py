@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ __all__ = [
     "remove_if_owned",
     "token_file_for_port",
 ]
+
+
+# A cell's address: scheme, host (a name, an IPv4 address or a bracketed IPv6 one) and port.
+CELL_URL = re.compile(r"http://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -153,10 +158,24 @@ class SystemSettings:
     shared_pollers_per_cell: int = 1
     shared_poll_retry_seconds: float = 0.2
     shared_read_timeout_ms: float = 250.0
+    # Cells that run elsewhere (`chaosemergence cell` on this or other hosts), by address:
+    # the gateway starts no cell process and routes to these, in order (docs/scaling.md).
+    # Empty: the gateway starts `cells` local processes itself.
+    cell_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.cells <= 64:
             raise ValueError(f"cells must be between 1 and 64, got {self.cells}")
+        if isinstance(self.cell_urls, str) or not all(
+            isinstance(url, str) and CELL_URL.fullmatch(url) for url in self.cell_urls
+        ):
+            raise ValueError(
+                f"cell_urls must be a list of http://host:port addresses, got {self.cell_urls!r}"
+            )
+        if self.cell_urls and len(self.cell_urls) != self.cells:
+            raise ValueError(
+                f"cells must be the number of cell_urls ({len(self.cell_urls)}), got {self.cells}"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if not is_loopback(self.host):
@@ -249,6 +268,8 @@ class SystemSettings:
         rest["state_dir"] = Path(rest["state_dir"])
         if "shared_dependency" in data:
             rest["shared_dependency"] = DependencySettings(**data["shared_dependency"])
+        if "cell_urls" in rest and isinstance(rest["cell_urls"], list):
+            rest["cell_urls"] = tuple(rest["cell_urls"])
         return cls(dependencies=deps or _default_dependencies(), **rest)
 
 

@@ -10,6 +10,12 @@ exited: a cell that asked for a graceful restart (exit code ``RESTART_EXIT_CODE`
 started again at once; any other death (SIGKILL, OOM, crash) leaves the cell dead until
 ``restart_dead()`` (``/admin/reset``, ``/admin/cells/restart``).
 
+With ``settings.cell_urls`` the cells run elsewhere (``chaosemergence cell``, on this host
+or others: docs/scaling.md): the supervisor starts no process, a thread asks each cell's
+/health every ``REMOTE_HEALTH_SECONDS`` and a cell is alive while it answers. Such a cell
+cannot be killed or restarted from here (``kill`` and ``restart_dead`` leave it alone):
+whatever runs it on its host does that.
+
 Faults injected into a cell outlive a restart of its process: the supervisor keeps each one
 with its deadline (``keep_memory_pressure``, ``keep_fault``) until it expires or is cleared
 (``forget_faults``), and a process started for that cell meanwhile (predictive restart,
@@ -39,7 +45,9 @@ from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.lifecycle import RESTART_EXIT_CODE, events_file, exit_marker
 from chaosemergence.app.settings import SystemSettings
 
-__all__ = ["CellExit", "CellProcess", "StandingFault", "Supervisor"]
+__all__ = ["REMOTE_HEALTH_SECONDS", "CellExit", "CellProcess", "StandingFault", "Supervisor"]
+
+REMOTE_HEALTH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,24 +86,35 @@ class CellProcess:
     """One cell: its socket (kept for restarts) and its current process, if any."""
 
     index: int
-    sock: socket.socket
+    sock: socket.socket | None  # None: a cell that runs elsewhere (remote_url)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     planned_restarts: int = 0
     killed_at: float | None = field(default=None)
     last_exit: CellExit | None = None
     reaped: bool = False  # the current process's exit has been handled
+    # A cell started by someone else at this address (settings.cell_urls), and whether it
+    # answered its last health check (set by the supervisor's health thread).
+    remote_url: str | None = None
+    reachable: bool = False
     # The socket outlives every process of the cell, so its port and URL never change:
     # read once (the gateway needs the URL on every request; getsockname is a syscall).
     port: int = field(init=False)
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.remote_url is not None:
+            self.url = self.remote_url
+            self.port = int(self.remote_url.rsplit(":", 1)[1])
+            return
+        assert self.sock is not None, "a local cell needs its socket"
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
 
     @property
     def alive(self) -> bool:
+        if self.remote_url is not None:
+            return self.reachable
         return self.process is not None and self.process.poll() is None
 
     @property
@@ -143,6 +162,13 @@ class Supervisor:
         # dependency faults by id.
         self._memory_pressure: dict[int, StandingFault] = {}
         self._faults: dict[str, StandingFault] = {}
+        self._health_stop = threading.Event()
+        self._health_thread: threading.Thread | None = None
+
+    @property
+    def remote(self) -> bool:
+        """Whether the cells run elsewhere (settings.cell_urls) rather than as our children."""
+        return bool(self.settings.cell_urls)
 
     # ------------------------------------------------------------ standing faults
     def keep_memory_pressure(
@@ -196,6 +222,9 @@ class Supervisor:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._settings_file.write_text(json.dumps(self.settings.to_json()))
+        if self.remote:
+            self._start_remote()
+            return
         for index in range(self.settings.cells):
             # A new system starts with no history from an earlier one on this port.
             for stale in (exit_marker(self.run_dir, index), events_file(self.run_dir, index)):
@@ -210,7 +239,31 @@ class Supervisor:
             self._spawn(cell)
         self.wait_ready(timeout=60.0)
 
+    def _start_remote(self) -> None:
+        self.cells = [
+            CellProcess(index, None, remote_url=url)
+            for index, url in enumerate(self.settings.cell_urls)
+        ]
+        self.wait_ready(timeout=60.0)
+        for cell in self.cells:
+            cell.reachable = True
+        self._health_thread = threading.Thread(
+            target=self._watch_remote, name="remote-cell-health", daemon=True
+        )
+        self._health_thread.start()
+
+    def _watch_remote(self) -> None:
+        """Ask every remote cell's /health, over and over: alive is 'answered the last time'."""
+        with httpx.Client(timeout=1.0) as client:
+            while not self._health_stop.wait(REMOTE_HEALTH_SECONDS):
+                for cell in self.cells:
+                    try:
+                        cell.reachable = client.get(f"{cell.url}/health").status_code == 200
+                    except httpx.HTTPError:
+                        cell.reachable = False
+
     def _spawn(self, cell: CellProcess) -> None:
+        assert cell.sock is not None, "a remote cell is never spawned here"
         env = {**os.environ, TOKEN_ENV: self._token}
         command = [
             sys.executable,
@@ -306,7 +359,7 @@ class Supervisor:
     def kill(self, index: int) -> bool:
         """SIGKILL one cell (a crash, not a shutdown); False when it was already dead."""
         cell = self.cells[index]
-        if not cell.alive or cell.process is None:
+        if cell.remote_url is not None or not cell.alive or cell.process is None:
             return False
         cell.killed_at = time.time()
         cell.process.send_signal(signal.SIGKILL)
@@ -317,7 +370,7 @@ class Supervisor:
         """Start every cell whose process is gone; returns their indexes (once ready)."""
         with self._lock:
             self.reap()  # a cell restarting on its own is not dead
-            dead = [cell for cell in self.cells if not cell.alive]
+            dead = [cell for cell in self.cells if not cell.alive and cell.remote_url is None]
             for cell in dead:
                 if cell.process is not None and not cell.reaped:
                     cell.reaped = True
@@ -329,6 +382,9 @@ class Supervisor:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate every cell (SIGTERM, then SIGKILL after `timeout`) and close the sockets."""
+        self._health_stop.set()
+        if self._health_thread is not None:
+            self._health_thread.join(timeout=5.0)
         with self._lock:
             for cell in self.cells:
                 cell.reaped = True  # nothing is restarted from here on
@@ -344,7 +400,8 @@ class Supervisor:
                 cell.process.kill()
                 cell.process.wait(timeout=5)
         for cell in self.cells:
-            cell.sock.close()
+            if cell.sock is not None:
+                cell.sock.close()
             # Nothing a next start could mistake for its own. Databases, logs, events and the
             # settings the run used stay: they are its record (.ci/weekly.sh collects them).
             exit_marker(self.run_dir, cell.index).unlink(missing_ok=True)

@@ -5,39 +5,96 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from chaosemergence.bench.record import Record, compare, format_comparison, format_table, load
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("service", "primitives")
+SECTIONS = ("service", "primitives", "scale", "loadgen", "experience", "effectiveness")
 
 
 def _progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
-def _measure(sections: Sequence[str], quick: bool, seconds: float, rounds: int) -> Record:
+def _service(record: Record, args: argparse.Namespace) -> None:
+    from chaosemergence.bench.service import service_section
+
+    _progress("service: wrk through the gateway and a cell (loopback)")
+    service_section(record, seconds=args.seconds, rounds=args.rounds, progress=_progress)
+
+
+def _primitives(record: Record, args: argparse.Namespace) -> None:
+    from chaosemergence.bench.primitives import primitives_section
+
+    _progress("primitives")
+    asyncio.run(primitives_section(record, quick=args.quick))
+
+
+def _scale(record: Record, args: argparse.Namespace) -> None:
+    from chaosemergence.bench.scale import scale_section
+
+    scale_section(record, seconds=args.seconds, sizes=args.sizes, progress=_progress)
+
+
+def _loadgen(record: Record, args: argparse.Namespace) -> None:
+    from chaosemergence.bench.loadgen import loadgen_section
+
+    loadgen_section(record, seconds=max(args.seconds, 5.0), progress=_progress)
+
+
+def _journals(record: Record, args: argparse.Namespace, sections: Sequence[str]) -> None:
+    from chaosemergence.bench.journals import journals_sections
+
+    journals_sections(record, sections, args.results, args.experience, progress=_progress)
+
+
+def _measure(args: argparse.Namespace, sections: Sequence[str]) -> Record:
+    """Each section in turn; once ``args.budget`` seconds have passed, the rest are skipped."""
+    from chaosemergence.bench.wrk import WrkUnavailable
+
     record = Record()
-    if "service" in sections:
-        from chaosemergence.bench.service import service_section
-        from chaosemergence.bench.wrk import WrkUnavailable
-
-        _progress("service: wrk through the gateway and a cell (loopback)")
+    deadline = time.monotonic() + args.budget
+    runners: list[tuple[str, Callable[[Record, argparse.Namespace], None]]] = [
+        ("service", _service),
+        ("primitives", _primitives),
+        ("scale", _scale),
+        ("loadgen", _loadgen),
+    ]
+    for name, run in runners:
+        if name not in sections:
+            continue
+        if time.monotonic() > deadline:
+            print(
+                f"{name} section skipped: the {args.budget:.0f} s budget is spent", file=sys.stderr
+            )
+            continue
         try:
-            service_section(record, seconds=seconds, rounds=rounds, progress=_progress)
+            run(record, args)
         except WrkUnavailable as error:
-            print(f"service section skipped: {error}", file=sys.stderr)
-    if "primitives" in sections:
-        from chaosemergence.bench.primitives import primitives_section
-
-        _progress("primitives")
-        asyncio.run(primitives_section(record, quick=quick))
+            print(f"{name} section skipped: {error}", file=sys.stderr)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            # A system that would not start, a tool that failed: the other sections still run.
+            print(f"{name} section failed, its figures are missing: {error}", file=sys.stderr)
+    wanted = [s for s in ("experience", "effectiveness") if s in sections]
+    if wanted:
+        _journals(record, args, wanted)
     return record
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes: integers, got {text!r}") from None
+    if not sizes or sizes[0] < 1 or list(sizes) != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError(f"--sizes: ascending counts >= 1, got {text!r}")
+    return sizes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke check)")
     parser.add_argument(
         "--sections",
+        "--only",
         default=",".join(SECTIONS),
         help=f"comma-separated sections to measure (default: {','.join(SECTIONS)})",
     )
@@ -70,6 +128,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar=("OLD", "NEW"),
         help="set OLD beside this run's results (or beside NEW, without measuring)",
     )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=(1, 4, 10, 32),
+        help="scale: the cell counts, ascending, comma-separated (default 1,4,10,32)",
+    )
+    parser.add_argument(
+        "--results",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="experience, effectiveness: folders of journals .ci/run-experiment.sh left",
+    )
+    parser.add_argument(
+        "--experience",
+        action="store_true",
+        help="experience: time `make run` and the CI-profile set (about 10 min) instead of"
+        " reading the journals of --results",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=1200.0,
+        help="seconds after which the remaining measured sections are skipped (default 1200;"
+        " --experience runs on past it, each experiment bounded by its own timeout)",
+    )
     args = parser.parse_args(argv)
     if args.compare and len(args.compare) > 2:
         parser.error("--compare takes OLD, or OLD and NEW")
@@ -86,12 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"--sections: unknown {unknown}; known: {', '.join(SECTIONS)}")
-    seconds = args.seconds or (2.0 if args.quick else 5.0)
-    rounds = args.rounds or (1 if args.quick else 3)
-    if seconds <= 0 or rounds < 1:
+    args.seconds = args.seconds or (2.0 if args.quick else 5.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.seconds <= 0 or args.rounds < 1:
         parser.error("--seconds must be > 0 and --rounds >= 1")
     started = time.perf_counter()
-    record = _measure(sections, args.quick, seconds, rounds)
+    record = _measure(args, sections)
     command = shlex.join(["python", "-m", "chaosemergence.bench", *(argv or sys.argv[1:])])
     record.write(args.output, command)
     data = load(args.output)

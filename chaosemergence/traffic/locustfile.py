@@ -8,7 +8,8 @@ Configuration comes from the environment (names in ``chaosemergence.traffic.prof
 ``EMERGENCE_USERS_POPULATION``, ``EMERGENCE_HOT_KEYS``, ``EMERGENCE_HOT_SHARE``,
 ``EMERGENCE_WAIT_MIN`` / ``EMERGENCE_WAIT_MAX``, ``EMERGENCE_SYNC_PERIOD``,
 ``EMERGENCE_SPIKE_MULTIPLIER`` / ``EMERGENCE_SPIKE_FRACTION``, ``EMERGENCE_REQUEST_TIMEOUT``,
-``EMERGENCE_CONFIG_READS`` (weight of reads of the shared configuration; 0: none).
+``EMERGENCE_CONFIG_READS`` (weight of reads of the shared configuration; 0: none),
+``EMERGENCE_PATH`` (one path every user GETs instead of the mix; unset: the mix).
 Users, spawn rate and run time are Locust's own ``-u``, ``-r`` and ``-t``: every shape reads
 them (``use_common_options``), because with a shape class Locust itself only starts the
 ``--run-time`` clock after the shape has finished.
@@ -112,6 +113,15 @@ class EmergenceUser(FastHttpUser):
     # Only experiments that ask for configuration reads send any (EMERGENCE_CONFIG_READS).
     if CONFIG.config_reads > 0:
         config = task(CONFIG.config_reads)(config)
+
+
+def _fixed_path(user: EmergenceUser) -> None:
+    """GET EMERGENCE_PATH, nothing else: what Locust itself can send (`make bench`)."""
+    user.client.get(CONFIG.path, headers=user.load_headers)
+
+
+if CONFIG.path:
+    EmergenceUser.tasks = [_fixed_path]
 
 
 def _common_options(shape: LoadTestShape) -> tuple[int, float, float]:

@@ -21,6 +21,7 @@ __all__ = [
     "ENV_DEADLINE",
     "ENV_HOT_KEYS",
     "ENV_HOT_SHARE",
+    "ENV_PATH",
     "ENV_POPULATION",
     "ENV_READY_FILE",
     "ENV_REQUEST_TIMEOUT",
@@ -55,6 +56,8 @@ ENV_REQUEST_TIMEOUT = "EMERGENCE_REQUEST_TIMEOUT"
 ENV_DEADLINE = "EMERGENCE_DEADLINE"
 ENV_READY_FILE = "EMERGENCE_READY_FILE"
 ENV_CONFIG_READS = "EMERGENCE_CONFIG_READS"
+# One path every user GETs, nothing else (`make bench`'s load-generation figures); unset: the mix.
+ENV_PATH = "EMERGENCE_PATH"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class LoadConfig:
     deadline: float | None = None
     ready_file: str | None = None
     config_reads: int = 0
+    path: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LoadConfig:
@@ -123,6 +127,7 @@ class LoadConfig:
             deadline=float(deadline_raw) if deadline_raw else None,
             ready_file=env.get(ENV_READY_FILE) or None,
             config_reads=max(0, integer(ENV_CONFIG_READS, defaults.config_reads)),
+            path=env.get(ENV_PATH) or "",
         )
 
 

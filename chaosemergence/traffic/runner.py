@@ -193,6 +193,9 @@ class TrafficSpec:
     locustfile: str | None = None
     # Load a host that is not loopback (another machine): never by default.
     allow_remote: bool = False
+    # A single path every user GETs instead of the mix ("" : the mix): how many requests per
+    # second Locust itself can send (`make bench`, section loadgen).
+    path: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.allow_remote, bool):
@@ -227,6 +230,11 @@ class TrafficSpec:
         _check_number("spike_fraction", self.spike_fraction, above=0, high=1)
         _check_number("request_timeout", self.request_timeout, above=0, high=600)
         _check_int("config_reads", self.config_reads, 0, 100)
+        if not isinstance(self.path, str) or (
+            self.path and (not self.path.startswith("/") or any(c.isspace() for c in self.path))
+        ):
+            msg = f"path: must be empty or start with '/' and hold no spaces, got {self.path!r}"
+            raise ValueError(msg)
 
     @property
     def run_time_s(self) -> int:
@@ -609,6 +617,7 @@ def _environment(spec: TrafficSpec, deadline: float, ready_file: Path) -> dict[s
             profiles.ENV_SPIKE_FRACTION: repr(float(spec.spike_fraction)),
             profiles.ENV_REQUEST_TIMEOUT: repr(float(spec.request_timeout)),
             profiles.ENV_CONFIG_READS: str(spec.config_reads),
+            profiles.ENV_PATH: spec.path,
             profiles.ENV_DEADLINE: repr(deadline),
             profiles.ENV_READY_FILE: str(ready_file),
             "PYTHONUNBUFFERED": "1",

@@ -121,6 +121,19 @@ def test_local_run_hits_all_three_routes_and_stops_by_itself(
     assert stop_traffic(tmp_path) is None
 
 
+def test_a_single_path_run_sends_only_that_path(target: TargetServer, tmp_path: Path) -> None:
+    """`path` (make bench's load-generation figures): every user GETs it, nothing of the mix."""
+    spec = fast_spec(target, duration=2, wait_min=0, wait_max=0, path="/users/7/profile")
+    run = start_traffic(spec, tmp_path)
+    assert run.wait(timeout=30), "Locust did not stop by itself"
+    summary = stop_traffic(tmp_path)
+    assert summary is not None and summary.failures == 0
+    hits = target.snapshot()
+    assert len(hits) > 20  # no wait between requests
+    assert {(hit.method, hit.route, hit.user_id) for hit in hits} == {("GET", "profile", 7)}
+    assert set(summary.endpoints) == {"GET /users/7/profile"}
+
+
 def test_distributed_run_with_two_workers_delivers_and_leaves_nothing(
     target: TargetServer, tmp_path: Path
 ) -> None:
@@ -312,6 +325,8 @@ VALID = {"target_url": "http://127.0.0.1:8080", "users": 10, "spawn_rate": 5.0, 
         ("wait_min", -0.1),
         ("wait_max", 0.1),
         ("seed", "42"),
+        ("path", "users/1"),
+        ("path", "/a b"),
     ],
 )
 def test_invalid_specs_are_rejected_naming_the_field(field: str, value: object) -> None:
