@@ -47,14 +47,16 @@ __all__ = ["main", "run_soak"]
 ROOT = Path(__file__).resolve().parent.parent
 FLAGSHIP = ROOT / "experiments" / "validate-emergence-defenses.yaml"
 PROFILE = ROOT / ".ci" / "profiles" / "ci.yaml"
-SAMPLE_SECONDS = 5.0
+SAMPLE_SECONDS = 2.0
 # After a fault is cleared, users' failures for this long are still the fault's.
-GRACE_SECONDS = 15.0
+GRACE_SECONDS = 10.0
 MEMORY_GROWTH_GOAL = 0.10
 # Descriptors that come and go (a pooled connection opened or closed between two reads).
 FD_SLACK = 3
 ADMIN_TIMEOUT = 5.0
 START_TIMEOUT = 90.0
+# Between two flagship runs: a quiet window where users' failures are nobody's fault.
+GAP_SECONDS = 10.0
 LOG_ERROR = re.compile(r"Traceback|\bERROR\b|Exception")
 
 
@@ -209,6 +211,7 @@ def run_experiments(soak: Soak, experiment: Path, profile: Path, until: float) -
             stderr=subprocess.DEVNULL, timeout=900, check=False,
         )  # fmt: skip
         soak.experiments.append(judge_journal(journal, started))
+        time.sleep(GAP_SECONDS)
         last = time.time() - started
 
 
@@ -383,6 +386,16 @@ def run_soak(
     table = summarize(soak.samples, warm_until)
     exceptions = log_errors(home, port)
     bad_runs = [r for r in soak.experiments if r["problem"]]
+    first = soak.samples[0].at if soak.samples else started
+    series = {
+        name: [
+            [round(s.at - first), round(s.processes[name]["rss_bytes"] / 2**20, 1),
+             s.processes[name]["open_fds"]]
+            for s in soak.samples[::5]
+            if name in s.processes
+        ]
+        for name in table
+    }  # fmt: skip
     results = {
         "minutes": minutes,
         "started_at": started,
@@ -392,6 +405,8 @@ def run_soak(
         "samples": len(soak.samples),
         "faults_injected": soak.faults,
         "processes": table,
+        # Every 10 s: [seconds, resident MB, open descriptors] per process.
+        "series": series,
         "experiments": soak.experiments,
         "errors": {
             "user_failures_outside_faults": failures,

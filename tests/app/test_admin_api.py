@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from chaosemergence.app.admin_schema import MAX_BODY_BYTES
-from tests.app.helpers import problems
+from tests.app.helpers import answered_state, problems
 from tests.conftest import RunningSystem, start_system, stop_system
 
 CELLS = 2
@@ -44,7 +44,7 @@ def document(system: RunningSystem) -> dict[str, Any]:
 
 def fingerprint(system: RunningSystem) -> dict[str, Any]:
     """What an admin call could change, read with the right token."""
-    state = system.admin("GET", "/admin/state").json()
+    state = answered_state(system)
     return {
         "problems": problems(system),
         "lease": state["gateway"]["lease"]["held"],
