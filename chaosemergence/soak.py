@@ -22,6 +22,7 @@ started is stopped at the end (the system by SIGTERM, the traffic through its ru
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import os
@@ -261,11 +262,24 @@ def fault_cycle(soak: Soak, cells: int, period: float, until: float, stop: threa
         stop.wait(period - period / 3)
 
 
+def failures_so_far(traffic_dir: Path) -> int:
+    """Users' failures so far, but for 429: a shed request is the load shedder's choice
+    (the gateway counts it as "shed", not as a failure)."""
+    try:
+        with (traffic_dir / f"{CSV_PREFIX}_failures.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return 0
+    return sum(
+        int(row.get("Occurrences") or 0) for row in rows if "code=429" not in row.get("Error", "")
+    )
+
+
 def sample(soak: Soak, traffic_dir: Path) -> Sample:
     state = soak.admin("GET", "/admin/state")
     figures = processes(soak.admin("GET", "/admin/process"))
     totals = _read_periodic(traffic_dir / f"{CSV_PREFIX}_stats.csv") or (0, 0, 0.0, {})
-    return Sample(time.time(), figures, weakened(state), totals[0], totals[1])
+    return Sample(time.time(), figures, weakened(state), totals[0], failures_so_far(traffic_dir))
 
 
 def unexplained_failures(samples: list[Sample]) -> tuple[int, int]:
@@ -301,13 +315,17 @@ def summarize(samples: list[Sample], warm_until: float) -> dict[str, dict[str, A
     table: dict[str, dict[str, Any]] = {}
     for name in names:
         seen = [(s.at, s.processes[name]) for s in samples if name in s.processes]
-        warm = [f for at, f in seen if at >= warm_until][:3] or [seen[-1][1]]
-        end = [f for _, f in seen[-3:]]
+        after = [f for at, f in seen if at >= warm_until] or [seen[-1][1]]
+        # Compared: the first and the last stretch after warm-up (a tenth of it, 3 samples
+        # at least). Memory: their medians. Descriptors: their floors, since connection
+        # pools open and close descriptors with the load; a leak raises the floor.
+        span = max(3, len(after) // 10)
+        warm, end = after[:span], after[-span:]
         pids = sorted({f["pid"] for _, f in seen})
         rss_warm = median(f["rss_bytes"] for f in warm)
         rss_end = median(f["rss_bytes"] for f in end)
-        fds_warm = median(f["open_fds"] for f in warm)
-        fds_end = median(f["open_fds"] for f in end)
+        fds_warm = min(f["open_fds"] for f in warm)
+        fds_end = min(f["open_fds"] for f in end)
         growth = (rss_end - rss_warm) / rss_warm if rss_warm else 0.0
         table[name] = {
             "pids": pids,
