@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chaosemergence.app.admin_schema import InvalidField
 from chaosemergence.app.auth import AdminAuthMiddleware, json_errors
 from chaosemergence.app.cell_service import CellService, Reply
 from chaosemergence.app.memory import validate_pressure_request
@@ -70,7 +71,8 @@ def _share(body: dict[str, Any], name: str) -> float:
 
 
 def _bad_request(error: ValueError) -> JSONResponse:
-    return JSONResponse({"error": str(error)}, status_code=400)
+    field = error.field if isinstance(error, InvalidField) else None
+    return JSONResponse({"error": str(error), "field": field}, status_code=400)
 
 
 def create_cell_app(
@@ -206,8 +208,14 @@ def create_cell_app(
         return JSONResponse({**figures, "tasks": len(asyncio.all_tasks())})
 
     async def missing(request: Request) -> Response:
-        body = await json_body(request)
-        keys = [str(k) for k in body.get("keys", [])]
+        try:
+            body = await json_body(request)
+            keys = body.get("keys", [])
+            if not isinstance(keys, list):
+                raise ValueError(f"keys must be a list of idempotency keys, got {keys!r}")
+        except ValueError as error:
+            return _bad_request(error)
+        keys = [str(k) for k in keys]
         return JSONResponse({"missing": await service.store.missing_payments(keys)})
 
     @contextlib.asynccontextmanager

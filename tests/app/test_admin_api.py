@@ -235,3 +235,26 @@ def test_every_path_answers_401_without_the_token_and_changes_nothing(
     assert refused == {}
     assert len(answered) >= 2 * 21 + CELLS * len(CELL_PATHS)
     assert fingerprint(clean) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/admin/faults", {"kind": "boom", "duration": 5}, "kind"),
+        ("POST", "/admin/memory-pressure", {"duration": 5}, "megabytes_per_second"),
+        ("POST", "/admin/payments/missing", {"keys": 5}, "keys"),
+        ("POST", "/admin/signals", {"correlation": 2}, "correlation"),
+        ("GET", "/admin/events?since=x", None, "since"),
+        ("GET", "/admin/increase?seconds=-1", None, "seconds"),
+    ],
+)
+def test_the_cells_internal_paths_refuse_bad_input_with_a_4xx(
+    clean: RunningSystem, method: str, path: str, body: Any, field: str
+) -> None:
+    """The cells' own admin paths (the gateway calls them) answer bad input with 400."""
+    cell = clean.admin("GET", "/admin/state").json()["cells"][0]["url"]
+    headers = {"Authorization": f"Bearer {clean.token}"}
+    answer = httpx.request(method, f"{cell}{path}", json=body, headers=headers, timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert field in answer.json()["error"]
+    assert problems(clean) == []
