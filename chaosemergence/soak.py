@@ -28,6 +28,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -447,6 +448,13 @@ def run_soak(
     return results
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -498,7 +506,7 @@ def _tasks(value: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaosemergence.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SOAK_PORT", "18700")))
+    parser.add_argument("--port", type=int, default=None, help="default: a free port")
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("SOAK_HOME", "soak-home")))
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--experiment", type=Path, default=FLAGSHIP)
@@ -508,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.minutes <= 24 * 60:
         parser.error(f"--minutes must be in (0, 1440], got {args.minutes}")
+    port = args.port or _free_port()
     results = run_soak(
-        args.minutes, port=args.port, home=args.home, users=args.users,
+        args.minutes, port=port, home=args.home, users=args.users,
         experiment=args.experiment, profile=args.profile,
         run_experiments_too=not args.no_experiments,
     )  # fmt: skip
