@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/validate-emergence-defenses.yaml
 # ci: compressed durations (about a minute); weekly: the seed's full durations.
 PROFILE ?= ci
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench soak venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@./.ci/check-python.sh
@@ -46,8 +46,16 @@ bench: venv
 	$(PY) -m chaosemergence.bench \
 		$(if $(wildcard $(RESULTS_DIR)/journal-*.json),--results $(RESULTS_DIR)) $(BENCH_ARGS)
 
+# Ten minutes (SOAK_ARGS="--minutes N" to change) of steady traffic against one system, a
+# fault every minute, the flagship experiment back to back; prints per process memory,
+# descriptors, threads and tasks, and the errors nobody injected; writes soak-results.json
+# (docs/trust.md). Not part of `make test`.
+SOAK_ARGS ?=
+soak: venv
+	$(PY) -m chaosemergence.soak $(SOAK_ARGS)
+
 clean:
-	rm -rf $(VENV) bench-results.json journal*.json journal*.html chaostoolkit.log .pytest_cache
+	rm -rf $(VENV) bench-results.json soak-results.json soak-home journal*.json journal*.html chaostoolkit.log .pytest_cache
 
 # The README's table of measured figures, from the journals .ci/run-experiment.sh left in
 # $(RESULTS_DIR) (docs/weekly.md).

@@ -128,9 +128,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _cell(args: argparse.Namespace) -> int:
     """One cell for a gateway elsewhere: the settings it would get, then the cell's own main."""
     from chaosemergence.app import cell_main
-    from chaosemergence.app.auth import TOKEN_ENV
     from chaosemergence.app.overrides import apply_overrides, load_overrides
     from chaosemergence.app.settings import CELL_URL, SystemSettings, default_state_dir
+    from chaosemergence.contract import TOKEN_ENV
 
     if not os.environ.get(TOKEN_ENV):
         print(f"chaosemergence cell: set {TOKEN_ENV} to the gateway's admin token", file=sys.stderr)

@@ -24,12 +24,12 @@ from urllib.parse import urlparse
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaosemergence.app.auth import TOKEN_ENV
 from chaosemergence.app.settings import (
     admin_url_file_for_port,
     default_state_dir,
     token_file_for_port,
 )
+from chaosemergence.contract import TOKEN_ENV
 
 __all__ = [
     "BASELINE_KEY",

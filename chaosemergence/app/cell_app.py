@@ -15,10 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chaosemergence.app.auth import AdminAuthMiddleware
+from chaosemergence.app.admin_schema import InvalidField
+from chaosemergence.app.auth import AdminAuthMiddleware, json_errors
 from chaosemergence.app.cell_service import CellService, Reply
 from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import CellCollector
+from chaosemergence.app.process import process_figures
 from chaosemergence.app.window import MetricWindow
 
 __all__ = ["create_cell_app", "json_body", "reply_response"]
@@ -69,7 +71,8 @@ def _share(body: dict[str, Any], name: str) -> float:
 
 
 def _bad_request(error: ValueError) -> JSONResponse:
-    return JSONResponse({"error": str(error)}, status_code=400)
+    field = error.field if isinstance(error, InvalidField) else None
+    return JSONResponse({"error": str(error), "field": field}, status_code=400)
 
 
 def create_cell_app(
@@ -182,16 +185,37 @@ def create_cell_app(
         return SafeJSONResponse(service.state())
 
     async def events(request: Request) -> Response:
-        since = float(request.query_params.get("since", "0"))
+        try:
+            since = float(request.query_params.get("since", "0"))
+        except ValueError:
+            return _bad_request(ValueError("since must be a number"))
         return SafeJSONResponse(service.events_since(since))
 
     async def increase(request: Request) -> Response:
-        seconds = float(request.query_params.get("seconds", "30"))
+        try:
+            seconds = float(request.query_params.get("seconds", "30"))
+            if not 0 < seconds <= 900:
+                raise ValueError
+        except ValueError:
+            return _bad_request(ValueError("seconds must be a number in (0, 900]"))
         return JSONResponse(window.increase(seconds))
 
+    async def process(_: Request) -> Response:
+        """Resident memory, descriptors, threads and this loop's asyncio tasks (the soak)."""
+        import asyncio
+
+        figures = await asyncio.to_thread(process_figures)
+        return JSONResponse({**figures, "tasks": len(asyncio.all_tasks())})
+
     async def missing(request: Request) -> Response:
-        body = await json_body(request)
-        keys = [str(k) for k in body.get("keys", [])]
+        try:
+            body = await json_body(request)
+            keys = body.get("keys", [])
+            if not isinstance(keys, list):
+                raise ValueError(f"keys must be a list of idempotency keys, got {keys!r}")
+        except ValueError as error:
+            return _bad_request(error)
+        keys = [str(k) for k in keys]
         return JSONResponse({"missing": await service.store.missing_payments(keys)})
 
     @contextlib.asynccontextmanager
@@ -232,7 +256,11 @@ def create_cell_app(
         Route("/admin/events", events),
         Route("/admin/increase", increase),
         Route("/admin/payments/missing", missing, methods=["POST"]),
+        Route("/admin/process", process, methods=["GET"]),
     ]
     return Starlette(
-        routes=routes, middleware=[Middleware(AdminAuthMiddleware, token=token)], lifespan=lifespan
+        routes=routes,
+        middleware=[Middleware(AdminAuthMiddleware, token=token)],
+        lifespan=lifespan,
+        exception_handlers=json_errors(),
     )

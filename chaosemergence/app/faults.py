@@ -14,11 +14,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultTable", "validate_fault_request"]
+from chaosemergence.app.admin_schema import (
+    FAULT_KINDS,
+    MAX_FAULT_DURATION_SECONDS,
+    check_fault,
+)
+
+__all__ = [
+    "FAULT_KINDS",
+    "MAX_FAULT_DURATION_SECONDS",
+    "Fault",
+    "FaultTable",
+    "validate_fault_request",
+]
 
 FaultKind = Literal["timeout", "latency", "error"]
-FAULT_KINDS: tuple[str, ...] = ("timeout", "latency", "error")
-MAX_FAULT_DURATION_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -44,40 +54,11 @@ class Fault:
 
 
 def validate_fault_request(body: dict[str, Any], dependencies: Iterable[str]) -> dict[str, Any]:
-    """Check a fault request and return it normalized; ValueError names the bad field."""
-    kind = body.get("kind")
-    if kind not in FAULT_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
-    percentage = body.get("percentage", 100)
-    if isinstance(percentage, bool) or not isinstance(percentage, int | float):
-        raise ValueError(f"percentage must be a number, got {percentage!r}")
-    if not 0 < percentage <= 100:
-        raise ValueError(f"percentage must be in (0, 100], got {percentage}")
-    duration = body.get("duration")
-    if isinstance(duration, bool) or not isinstance(duration, int | float):
-        raise ValueError(f"duration must be a number of seconds, got {duration!r}")
-    if not 0 < duration <= MAX_FAULT_DURATION_SECONDS:
-        raise ValueError(
-            f"duration must be in (0, {MAX_FAULT_DURATION_SECONDS:.0f}], got {duration}"
-        )
-    dependency = body.get("dependency", "all")
-    known = sorted(dependencies)
-    if dependency != "all" and dependency not in known:
-        raise ValueError(
-            f"dependency must be 'all' or one of {', '.join(known)}, got {dependency!r}"
-        )
-    latency_ms = body.get("latency_ms", 0)
-    if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float) or latency_ms < 0:
-        raise ValueError(f"latency_ms must be a number >= 0, got {latency_ms!r}")
-    if kind == "latency" and latency_ms <= 0:
-        raise ValueError("latency_ms must be > 0 for a latency fault")
-    return {
-        "kind": kind,
-        "percentage": float(percentage),
-        "duration": float(duration),
-        "dependency": dependency,
-        "latency_ms": float(latency_ms),
-    }
+    """Check a fault request and return it normalized; ValueError names the bad field.
+
+    The schema lives in ``admin_schema`` (the published admin API's contract).
+    """
+    return check_fault(body, dependencies)
 
 
 class FaultTable:

@@ -51,14 +51,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chaosemergence.app.auth import AdminAuthMiddleware
+from chaosemergence.app.admin_schema import (
+    MAX_BODY_BYTES,
+    AdminContract,
+    InvalidField,
+    check,
+    check_lease_seconds,
+    check_pressure,
+)
+from chaosemergence.app.auth import AdminAuthMiddleware, BodyLimitMiddleware, json_errors
 from chaosemergence.app.cell_app import json_body
 from chaosemergence.app.cell_client import CellAnswer, CellClient, CellError, CellUnreachable
 from chaosemergence.app.dashboard import dashboard_routes
-from chaosemergence.app.faults import validate_fault_request
-from chaosemergence.app.lease import Lease, validate_lease_seconds
-from chaosemergence.app.memory import validate_pressure_request
+from chaosemergence.app.lease import Lease
 from chaosemergence.app.metrics import BREAKER_STATE_VALUES, GatewayMetrics
+from chaosemergence.app.process import process_figures
 from chaosemergence.app.routing import Routing
 from chaosemergence.app.storage import missing_in_file
 from chaosemergence.app.supervisor import Supervisor
@@ -117,20 +124,10 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None] | None], nam
         await asyncio.sleep(seconds)
 
 
-def _bad_request(message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=400)
-
-
-def _parse_cells(value: Any, count: int) -> list[int]:
-    """The `cells` field: null (all), or a list of cell indexes; ValueError names it."""
-    if value is None:
-        return list(range(count))
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"cells must be null or a non-empty list of cell indexes, got {value!r}")
-    bad = [c for c in value if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < count]
-    if bad:
-        raise ValueError(f"cells must be indexes in 0..{count - 1}, got {bad}")
-    return sorted(set(value))
+def _bad_request(error: ValueError | str) -> JSONResponse:
+    """400 naming the field (``InvalidField``; a body that is not JSON names ``body``)."""
+    field = error.field if isinstance(error, InvalidField) else "body"
+    return JSONResponse({"error": str(error), "field": field}, status_code=400)
 
 
 class DataPlaneHandoff:
@@ -179,6 +176,11 @@ def create_gateway(
     metrics = GatewayMetrics(registry)
     window = MetricWindow(registry)
     settings = supervisor.settings
+    # The admin API's contract: what the handlers check, and the document they publish.
+    contract = AdminContract(
+        settings.cells, settings.dependencies, SHARED_DEPENDENCY, MAX_WINDOW_SECONDS
+    )
+    document = contract.document(ALL_DEFENSES)
     routing = Routing(settings.cells)
     fault_ids = itertools.count(1)
     shared = SharedDependencyHost(settings, rng=random.Random(settings.seed * 1000 + 999))
@@ -262,6 +264,7 @@ def create_gateway(
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=64),
     )
     handoff = DataPlaneHandoff()
+    defenses_schema = contract.defenses_schema(ALL_DEFENSES)
     gateway = Gateway(Starlette(), Starlette(), handoff)
     # What the admin API last set of the gateway's own switches (admin thread; the data plane
     # gets each change through the handoff) and what the data plane last published.
@@ -269,7 +272,13 @@ def create_gateway(
     gateway_switches = {"cellular_routing": True, "retry_budget": True, "circuit_breaker": True}
     # published[0] is replaced whole by the data plane, read once by the admin API.
     published: list[dict[str, Any]] = [
-        {"at": None, "retry_budget": None, "breakers": None, "cellular_routing": None}
+        {
+            "at": None,
+            "retry_budget": None,
+            "breakers": None,
+            "cellular_routing": None,
+            "tasks": None,
+        }
     ]
     stall_seconds = settings.gateway_stall_ms / 1000
     # The lease on what the tool weakened (admin loop only; app/lease.py). `pending`: the
@@ -299,6 +308,7 @@ def create_gateway(
             "retry_budget": retry_budget.snapshot(),
             "breakers": {str(i): b.snapshot() for i, b in enumerate(cell_breakers)},
             "cellular_routing": routing.cellular,
+            "tasks": len(asyncio.all_tasks()),
         }
 
     def apply_switches(names: list[str] | None, enabled: bool) -> None:
@@ -464,11 +474,10 @@ def create_gateway(
 
     async def add_fault(request: Request) -> Response:
         try:
-            body = await json_body(request)
-            normalized = validate_fault_request(body, [*settings.dependencies, SHARED_DEPENDENCY])
-            cells = _parse_cells(body.get("cells"), settings.cells)
+            # Every field (every cell index included) is checked before anything is applied.
+            normalized, cells = contract.check_fault(await json_body(request))
         except ValueError as error:
-            return _bad_request(str(error))
+            return _bad_request(error)
         fault_id = f"fault-{next(fault_ids)}"
         if normalized["dependency"] == SHARED_DEPENDENCY:
             # The shared dependency lives here: every cell that calls it sees the fault.
@@ -502,6 +511,11 @@ def create_gateway(
 
     async def clear_faults(request: Request) -> Response:
         fault_id = request.query_params.get("id")
+        if fault_id is not None:
+            try:
+                contract.check_id(fault_id)
+            except ValueError as error:
+                return _bad_request(error)
         params = {"id": fault_id} if fault_id else None
         supervisor.forget_faults(fault_id or None, memory=False)
         results = await fan_out("DELETE", "/admin/faults", params=params)
@@ -510,18 +524,21 @@ def create_gateway(
             {"cleared": cleared + sum(r.get("cleared", 0) for r in results.values())}
         )
 
+    async def faults_endpoint(request: Request) -> Response:
+        if request.method == "POST":
+            return await add_fault(request)
+        return await clear_faults(request)
+
     async def invalidate(_: Request) -> Response:
         results = await fan_out("POST", "/admin/cache/invalidate")
         return JSONResponse({"cells": {str(i): r for i, r in results.items()}})
 
     async def jitter(request: Request) -> Response:
         try:
-            body = await json_body(request)
-            if not isinstance(body.get("enabled"), bool):
-                raise ValueError(f"enabled must be true or false, got {body.get('enabled')!r}")
-            seconds = validate_lease_seconds(body.get("lease_seconds"), settings.lease_seconds)
+            body = check(contract.switch, await json_body(request))
+            seconds = check_lease_seconds(body.get("lease_seconds"), settings.lease_seconds)
         except ValueError as error:
-            return _bad_request(str(error))
+            return _bad_request(error)
         supervisor.desired_jitter_removed = not body["enabled"]
         held = hold_lease(seconds)
         results = await fan_out("POST", "/admin/jitter", json={"enabled": body["enabled"]})
@@ -529,21 +546,11 @@ def create_gateway(
 
     async def defenses(request: Request) -> Response:
         try:
-            body = await json_body(request)
-            enabled, names = body.get("enabled"), body.get("names")
-            if not isinstance(enabled, bool):
-                raise ValueError(f"enabled must be true or false, got {enabled!r}")
-            if names is not None:
-                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                    raise ValueError("names must be a list of defense names or null")
-                unknown = [n for n in names if n not in ALL_DEFENSES]
-                if unknown:
-                    raise ValueError(
-                        f"names: unknown defense(s) {unknown}; known: {', '.join(ALL_DEFENSES)}"
-                    )
-            seconds = validate_lease_seconds(body.get("lease_seconds"), settings.lease_seconds)
+            body = check(defenses_schema, await json_body(request))
+            enabled, names = body["enabled"], body.get("names")
+            seconds = check_lease_seconds(body.get("lease_seconds"), settings.lease_seconds)
         except ValueError as error:
-            return _bad_request(str(error))
+            return _bad_request(error)
         with switches_lock:
             for name in gateway_switches:
                 if names is None or name in names:
@@ -607,17 +614,20 @@ def create_gateway(
         """GET: the lease; POST {"seconds": s}: renew it (a no-op when nothing is held)."""
         if request.method == "POST":
             try:
-                body = await json_body(request)
-                seconds = validate_lease_seconds(body.get("seconds"), settings.lease_seconds)
+                body = check(contract.renewal, await json_body(request))
+                seconds = check_lease_seconds(
+                    body.get("seconds"), settings.lease_seconds, "seconds"
+                )
             except ValueError as error:
-                return _bad_request(str(error).replace("lease_seconds", "seconds"))
+                return _bad_request(error)
             lease.renew(seconds)
         return JSONResponse(lease.view())
 
     async def kill_cell(request: Request) -> Response:
-        index = request.path_params["index"]
-        if not 0 <= index < settings.cells:
-            return _bad_request(f"cell must be an index in 0..{settings.cells - 1}, got {index}")
+        try:
+            index = contract.check_index(request.path_params["index"])
+        except ValueError as error:
+            return _bad_request(error)
         if supervisor.cells[index].remote_url is not None:
             return JSONResponse(
                 {
@@ -634,13 +644,11 @@ def create_gateway(
         return JSONResponse({"restarted": restarted})
 
     async def memory_pressure(request: Request) -> Response:
-        index = request.path_params["index"]
-        if not 0 <= index < settings.cells:
-            return _bad_request(f"cell must be an index in 0..{settings.cells - 1}, got {index}")
         try:
-            rate, duration = validate_pressure_request(await json_body(request))
+            index = contract.check_index(request.path_params["index"])
+            rate, duration = check_pressure(await json_body(request))
         except ValueError as error:
-            return _bad_request(str(error))
+            return _bad_request(error)
         if not supervisor.cells[index].alive:
             return JSONResponse({"error": f"cell {index} is down"}, status_code=409)
         body = {"megabytes_per_second": rate, "duration": duration}
@@ -670,13 +678,11 @@ def create_gateway(
 
     async def correlation(request: Request) -> Response:
         try:
-            seconds = float(request.query_params.get("window", "30"))
-            if not 0 < seconds <= MAX_WINDOW_SECONDS:
-                raise ValueError
-        except ValueError:
-            return _bad_request(
-                f"window must be a number of seconds in (0, {MAX_WINDOW_SECONDS:.0f}]"
+            seconds = contract.check_query_number(
+                request.query_params.get("window"), "window", contract.window, 30.0
             )
+        except ValueError as error:
+            return _bad_request(error)
         buckets, series = shared.snapshot_series(seconds)
         # Pairwise correlations over a long window take a while: off the event loop.
         return JSONResponse(await asyncio.to_thread(shared.reading, buckets, series))
@@ -704,13 +710,11 @@ def create_gateway(
     async def resume_recovery(request: Request) -> Response:
         """An operator's answer to cells whose recovery asked for manual intervention."""
         try:
-            body = await json_body(request)
-            cells = _parse_cells(body.get("cells"), settings.cells)
+            body = check(contract.resume, await json_body(request))
+            cells = contract.check_cells(body.get("cells"))
             reason = body.get("reason", "resumed by an operator (admin API)")
-            if not isinstance(reason, str) or not 1 <= len(reason) <= 200:
-                raise ValueError("reason must be a string of 1-200 characters")
         except ValueError as error:
-            return _bad_request(str(error))
+            return _bad_request(error)
         results = await fan_out("POST", "/admin/metastable/resume", cells, json={"reason": reason})
         resumed = [
             i for i, r in sorted(results.items()) if isinstance(r, dict) and r.get("resumed")
@@ -774,18 +778,19 @@ def create_gateway(
         )
 
     async def events(request: Request) -> Response:
-        since = request.query_params.get("since", "0")
-        results = await fan_out("GET", "/admin/events", params={"since": since})
+        try:
+            after = contract.check_query_number(
+                request.query_params.get("since"), "since", contract.since, 0.0
+            )
+        except ValueError as error:
+            return _bad_request(error)
+        results = await fan_out("GET", "/admin/events", params={"since": after})
         merged: list[dict[str, Any]] = [
             {**event, "cell": index}
             for index, answer in results.items()
             if isinstance(answer, list)
             for event in answer
         ]
-        try:
-            after = float(since)
-        except ValueError:
-            after = 0.0
         merged += [{**e.as_dict(), "cell": "gateway"} for e in gateway_events.since(after)]
         merged.sort(key=lambda e: e["at"])
         # Cells whose events are missing from this answer (down, or no answer in time).
@@ -794,11 +799,11 @@ def create_gateway(
 
     async def increase(request: Request) -> Response:
         try:
-            seconds = float(request.query_params.get("seconds", "30"))
-            if not 0 < seconds <= 900:
-                raise ValueError
-        except ValueError:
-            return _bad_request("seconds must be a number in (0, 900]")
+            seconds = contract.check_query_number(
+                request.query_params.get("seconds"), "seconds", contract.seconds, 30.0
+            )
+        except ValueError as error:
+            return _bad_request(error)
         results = await fan_out("GET", "/admin/increase", params={"seconds": seconds})
         samples = window.increase(seconds)
         for answer in results.values():
@@ -848,6 +853,25 @@ def create_gateway(
     async def watch_lost_writes() -> None:
         for index, lost in (await lost_watch.check(missing_keys)).items():
             metrics.writes_lost.labels(str(index)).set(lost)
+
+    async def openapi(_: Request) -> Response:
+        """The admin API's OpenAPI document (admin_schema: what the handlers check)."""
+        return JSONResponse(document)
+
+    async def process(_: Request) -> Response:
+        """Each process's resident memory, descriptors, threads and asyncio tasks."""
+        results = await fan_out("GET", "/admin/process")
+        gateway_figures = await asyncio.to_thread(process_figures)
+        gateway_figures["tasks"] = {
+            "admin": len(asyncio.all_tasks()),
+            "data_plane": published[0].get("tasks"),
+        }
+        return JSONResponse(
+            {
+                "gateway": gateway_figures,
+                "cells": {str(i): r for i, r in sorted(results.items())},
+            }
+        )
 
     async def health(_: Request) -> Response:
         alive = sum(1 for c in supervisor.cells if c.alive)
@@ -973,14 +997,16 @@ def create_gateway(
     ]
     admin_routes = [
         Route("/health", health),
-        Route("/admin/faults", add_fault, methods=["POST"]),
-        Route("/admin/faults", clear_faults, methods=["DELETE"]),
+        # One route per path, so a 405 names every method the path has (Allow).
+        Route("/admin/faults", faults_endpoint, methods=["POST", "DELETE"]),
         Route("/admin/cache/invalidate", invalidate, methods=["POST"]),
         Route("/admin/jitter", jitter, methods=["POST"]),
         Route("/admin/defenses", defenses, methods=["POST"]),
-        Route("/admin/cells/{index:int}/kill", kill_cell, methods=["POST"]),
+        Route("/admin/openapi.json", openapi, methods=["GET"]),
+        Route("/admin/process", process, methods=["GET"]),
+        Route("/admin/cells/{index}/kill", kill_cell, methods=["POST"]),
         Route("/admin/cells/restart", restart_cells, methods=["POST"]),
-        Route("/admin/cells/{index:int}/memory-pressure", memory_pressure, methods=["POST"]),
+        Route("/admin/cells/{index}/memory-pressure", memory_pressure, methods=["POST"]),
         Route("/admin/reset", reset, methods=["POST"]),
         Route("/admin/lease", lease_endpoint, methods=["GET", "POST"]),
         Route("/admin/correlation", correlation),
@@ -995,7 +1021,14 @@ def create_gateway(
     admin_routes += dashboard_routes(token)
     auth = [Middleware(AdminAuthMiddleware, token=token)]
     gateway.data_app = Starlette(routes=data_routes, middleware=auth, lifespan=data_lifespan)
-    gateway.admin_app = Starlette(routes=admin_routes, middleware=auth, lifespan=admin_lifespan)
+    # The token first (a stranger learns nothing, not even a size limit), then the size limit.
+    admin_middleware = [*auth, Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)]
+    gateway.admin_app = Starlette(
+        routes=admin_routes,
+        middleware=admin_middleware,
+        lifespan=admin_lifespan,
+        exception_handlers=json_errors(),
+    )
     return gateway
 
 

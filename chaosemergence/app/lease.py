@@ -16,20 +16,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_LEASE_SECONDS", "Lease", "validate_lease_seconds"]
+from chaosemergence.app.admin_schema import MAX_LEASE_SECONDS, check_lease_seconds
 
-MAX_LEASE_SECONDS = 3600.0
+__all__ = ["MAX_LEASE_SECONDS", "Lease", "validate_lease_seconds"]
 
 
 def validate_lease_seconds(value: Any, default: float) -> float:
-    """`lease_seconds` of a request: absent (the default) or a number in [1, 3600]."""
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"lease_seconds must be a number of seconds, got {value!r}")
-    if not 1 <= value <= MAX_LEASE_SECONDS:
-        raise ValueError(f"lease_seconds must be in [1, {MAX_LEASE_SECONDS:.0f}], got {value}")
-    return float(value)
+    """`lease_seconds` of a request: absent (the default) or a number in [1, 3600].
+
+    The schema lives in ``admin_schema`` (the published admin API's contract).
+    """
+    return check_lease_seconds(value, default)
 
 
 class Lease:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from chaosemergence.app.admin_schema import check_pressure
 from chaosemergence.app.settings import SystemSettings
 from chaosemergence.defenses import EventLog
 from chaosemergence.defenses.control import GcPressureBreaker, MemoryGuardrail, PredictiveRestart
@@ -44,8 +45,6 @@ MB = 1024 * 1024
 SAMPLE_SECONDS = 0.1
 # Pauses shorter than this are not modelled (no queueing on the collector for nothing).
 PAUSE_FLOOR_SECONDS = 0.0005
-MAX_RATE_MB = 1024.0
-MAX_DURATION_SECONDS = 3600.0
 # The GC breaker refuses non-critical work while pauses take a quarter of wall time.
 GC_BREAKER_THRESHOLD = 0.25
 # Pauses grow with the 4th power of usage: negligible at half the limit, dominant near it.
@@ -56,23 +55,11 @@ RESTART_FIT_SECONDS = 3.0
 
 
 def validate_pressure_request(body: dict[str, Any]) -> tuple[float, float]:
-    """(megabytes_per_second, duration) from a request body; ValueError names the field."""
-    rate = body.get("megabytes_per_second")
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_RATE_MB:
-        raise ValueError(
-            f"megabytes_per_second must be a number in (0, {MAX_RATE_MB:.0f}], got {rate!r}"
-        )
-    duration = body.get("duration")
-    if (
-        isinstance(duration, bool)
-        or not isinstance(duration, int | float)
-        or not 0 < duration <= MAX_DURATION_SECONDS
-    ):
-        raise ValueError(
-            f"duration must be a number of seconds in (0, {MAX_DURATION_SECONDS:.0f}], "
-            f"got {duration!r}"
-        )
-    return float(rate), float(duration)
+    """(megabytes_per_second, duration) from a request body; ValueError names the field.
+
+    The schema lives in ``admin_schema`` (the published admin API's contract).
+    """
+    return check_pressure(body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,13 @@ _CUMULATIVE_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
 
 class MetricWindow:
-    """Keeps per-second snapshots of cumulative samples for `horizon` seconds."""
+    """Keeps per-second snapshots of cumulative samples for `horizon` seconds.
+
+    A snapshot is an array of doubles (8 bytes a series) in the order series were first
+    seen (``_keys``): a dict per second cost about 30 KB, and filling the 900 s horizon
+    grew a cell by tens of MB (the soak, docs/trust.md). A series seen after a snapshot
+    was taken is absent from it (counted as 0 there, as before).
+    """
 
     def __init__(
         self,
@@ -36,7 +43,9 @@ class MetricWindow:
         self._horizon = horizon
         # Only touched from the event loop.
         self._times: deque[float] = deque()
-        self._snapshots: deque[dict[SeriesKey, float]] = deque()
+        self._snapshots: deque[array[float]] = deque()
+        self._keys: list[SeriesKey] = []
+        self._positions: dict[SeriesKey, int] = {}
 
     def _collect(self) -> dict[SeriesKey, float]:
         values: dict[SeriesKey, float] = {}
@@ -53,7 +62,12 @@ class MetricWindow:
         """Take one snapshot (the app calls this once a second)."""
         now = self._clock()
         self._times.append(now)
-        self._snapshots.append(self._collect())
+        current = self._collect()
+        for key in current:
+            if key not in self._positions:
+                self._positions[key] = len(self._keys)
+                self._keys.append(key)
+        self._snapshots.append(array("d", (current.get(key, 0.0) for key in self._keys)))
         while self._times and self._times[0] < now - self._horizon:
             self._times.popleft()
             self._snapshots.popleft()
@@ -67,7 +81,8 @@ class MetricWindow:
             target = self._clock() - seconds
             index = max(0, bisect.bisect_left(list(self._times), target))
             index = min(index, len(self._snapshots) - 1)
-            baseline = self._snapshots[index]
+            snapshot = self._snapshots[index]
+            baseline = dict(zip(self._keys, snapshot, strict=False))
         out = []
         for (name, labels), value in current.items():
             delta = value - baseline.get((name, labels), 0.0)

@@ -55,10 +55,27 @@ def cell_state(system: RunningSystem, cell: int, *, attempts: int = 5) -> dict[s
     return state
 
 
+def answered_state(system: RunningSystem, tries: int = 5) -> dict[str, Any]:
+    """`/admin/state`, read again (up to `tries` times) while a live cell is named as not
+    answering within the admin API's 0.8 s fan-out timeout: on a loaded machine a cell can
+    be slow once, and that is the admin API keeping its promise, not the state asked about."""
+    for _ in range(tries):
+        state: dict[str, Any] = system.admin("GET", "/admin/state").json()
+        slow = [
+            c
+            for c in state["cells"]
+            if c["alive"] and "did not answer within" in str((c.get("state") or {}).get("error"))
+        ]
+        if not slow:
+            break
+        time.sleep(0.5)
+    return state
+
+
 def problems(system: RunningSystem, *, cells_up: bool = True) -> list[str]:
     """Everything that is not clean: faults, defenses off, jitter removed, cells down
     (docs/trust.md); [] when the system is clean."""
-    state = system.admin("GET", "/admin/state").json()
+    state = answered_state(system)
     gateway = state["gateway"]
     found = []
     if gateway["shared_dependency"]["faults"]:

@@ -63,7 +63,7 @@ def leaky(clean_system: RunningSystem) -> Iterator[tuple[RunningSystem, list[str
     [
         (1, {"megabytes_per_second": 0, "duration": 5}, "megabytes_per_second"),
         (1, {"megabytes_per_second": 8, "duration": "5"}, "duration"),
-        (9, {"megabytes_per_second": 8, "duration": 5}, "cell"),
+        (9, {"megabytes_per_second": 8, "duration": 5}, "index"),
     ],
 )
 def test_memory_pressure_is_validated(
