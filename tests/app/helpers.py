@@ -44,14 +44,9 @@ def events(system: RunningSystem, since: float, defense: str | None = None) -> l
     return [e for e in found if defense is None or e["defense"] == defense]
 
 
-def cell_state(system: RunningSystem, cell: int, *, attempts: int = 5) -> dict[str, Any]:
-    """The gateway's view of one cell. A live cell that missed the admin fan-out's deadline
-    (a loaded machine) is asked again, a few times: the tests read the cell, not the miss."""
-    for _ in range(attempts):
-        state: dict[str, Any] = system.admin("GET", "/admin/state").json()["cells"][cell]
-        inner = state.get("state")
-        if not (isinstance(inner, dict) and "did not answer" in str(inner.get("error", ""))):
-            break
+def cell_state(system: RunningSystem, cell: int) -> dict[str, Any]:
+    """The gateway's view of one cell (read again while a live cell missed the fan-out)."""
+    state: dict[str, Any] = answered_state(system)["cells"][cell]
     return state
 
 
