@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the base install must not pull in (the reference system, Locust, the test tools).
-HEAVY = ("starlette", "uvicorn", "aiohttp", "locust", "gevent", "rich", "pytest")
+HEAVY = ("starlette", "uvicorn", "aiohttp", "locust", "gevent", "rich", "pytest", "psutil")
 # Import names: a process with these blocked behaves as one on a base install.
 BLOCKED_IMPORTS = (*HEAVY, "prometheus_client")
 

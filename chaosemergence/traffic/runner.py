@@ -29,12 +29,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-import psutil
-
 from chaosemergence.traffic import profiles
+
+# psutil comes with the [traffic] extra, like Locust: imported where a run is watched.
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = [
     "LOCUSTFILE",
@@ -466,6 +468,8 @@ def _forget(pids: list[int]) -> None:
 
 def _ours(proc: _Proc) -> psutil.Process | None:
     """The live process behind ``proc``, or None if it is gone, a zombie or a reused pid."""
+    import psutil
+
     try:
         process = psutil.Process(proc.pid)
         if proc.create_time is not None and abs(process.create_time() - proc.create_time) > 0.05:
@@ -654,6 +658,8 @@ def _launch(
         )
     with _CHILDREN_LOCK:
         _CHILDREN[popen.pid] = popen
+    import psutil
+
     try:
         create_time: float | None = psutil.Process(popen.pid).create_time()
     except psutil.Error:
