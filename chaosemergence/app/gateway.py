@@ -112,6 +112,13 @@ SYNC_SECONDS = 1.0
 TRIP_STATES = (BreakerState.OPEN, BreakerState.EMERGENCY)
 
 
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel a lifespan's periodic tasks and wait until each has stopped."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _every(seconds: float, work: Callable[[], Awaitable[None] | None], name: str) -> None:
     """Run ``work`` every ``seconds`` until cancelled; a failure is logged, not fatal."""
     while True:
@@ -959,9 +966,7 @@ def create_gateway(
         try:
             yield
         finally:
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await _cancel(loops)
             handoff.attach(None)
             await client.aclose()
             await cells_client.aclose()
@@ -977,9 +982,7 @@ def create_gateway(
         try:
             yield
         finally:
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await _cancel(loops)
             await admin_client.aclose()
 
     every_method = ["GET", "POST", "PUT", "PATCH", "DELETE"]
