@@ -116,13 +116,27 @@ def inject_errors(
 def invalidate_cache_globally(
     configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
-    """Drop every cell's cache at once (the trigger of a thundering herd)."""
+    """Drop every cell's cache at once (the trigger of a thundering herd).
+
+    Fails when a live cell did not confirm: a trigger nobody saw applied proves nothing.
+    ``prewarming`` counts hot keys whose recomputation started in the background (the
+    reference system), ``prewarmed`` those an embedded service's callbacks already refilled.
+    """
     answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
         "/admin/cache/invalidate", what="invalidate caches"
     )
     cells = answer["cells"]
+    # A cell that is down has no cache to drop; any other error leaves its cache unknown.
+    unconfirmed = {
+        index: cell.get("errors") or cell["error"]
+        for index, cell in cells.items()
+        if cell.get("errors") or cell.get("error") not in (None, "cell is down")
+    }
+    if unconfirmed:
+        raise ActivityFailed(f"invalidate_cache_globally: cells did not confirm: {unconfirmed}")
     return {
         "removed": sum(c.get("removed", 0) for c in cells.values()),
+        "prewarming": sum(c.get("prewarming", 0) for c in cells.values()),
         "prewarmed": sum(c.get("prewarmed", 0) for c in cells.values()),
     }
 

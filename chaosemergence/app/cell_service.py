@@ -291,6 +291,8 @@ class CellService:
         self._noted: dict[str, float] = {}
         self._refreshing: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        # The last background prewarm (start_prewarming), for whoever must wait for it.
+        self.prewarming: asyncio.Task[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.jobs = [
             PeriodicJob(
@@ -338,11 +340,12 @@ class CellService:
             await dep.aclose()
         self.store.close()
 
-    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``work`` in the background (cancelled at stop)."""
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     # ------------------------------------------------------------- dependencies
     def _make_retry_policy(self, name: str) -> RetryPolicy:
@@ -654,6 +657,18 @@ class CellService:
         missing = [k for k in self.prewarm_candidates() if not self.cache.is_fresh(k)]
         return await self.prewarm(missing, reason)
 
+    def start_prewarming(self, keys: list[str], reason: str) -> int:
+        """Prewarm ``keys`` in the background; how many it started (0 with prewarming off).
+
+        An admin call must not wait for it: on a saturated database a computation takes
+        seconds, past the gateway's admin deadline, and the call would read as failed.
+        ``self.prewarming`` is the task, for whoever needs to wait (tests).
+        """
+        if not self.enabled["cache_prewarming"] or not keys:
+            return 0
+        self.prewarming = self.spawn(self.prewarm(keys, reason))
+        return len(keys)
+
     async def _pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
         # Committed before anything else: an acknowledged payment is never lost. (Unless the
         # test-only unsafe mode queues the write and acknowledges first: what lost_writes
@@ -813,10 +828,11 @@ class CellService:
         return fault.as_dict(self._clock())
 
     async def invalidate_cache(self) -> dict[str, Any]:
+        """Drop the whole cache; the hottest keys start prewarming in the background."""
         hottest = self.prewarm_candidates()
         removed = self.cache.invalidate()
-        prewarmed = await self.prewarm(hottest, "cache invalidated")
-        return {"removed": removed, "prewarmed": prewarmed}
+        prewarming = self.start_prewarming(hottest, "cache invalidated")
+        return {"removed": removed, "prewarming": prewarming}
 
     def set_jitter(self, enabled: bool) -> None:
         self.jitter_removed = not enabled

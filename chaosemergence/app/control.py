@@ -49,6 +49,7 @@ from chaosemergence.defenses.control import (
 from chaosemergence.defenses.detect import (
     ComplexityInputs,
     MetastableDetector,
+    MetastableThresholds,
     StampedeDetector,
     cascade_risk,
     isolation_score,
@@ -171,7 +172,12 @@ class CellControl:
         settings = service.settings
         self._clock = clock
         self.metastable = MetastableDetector(
-            60.0, persistence=METASTABLE_PERSISTENCE, clear_after=3, clock=clock, events=events
+            60.0,
+            MetastableThresholds(p99_ms_above=settings.metastable_p99_ms),
+            persistence=METASTABLE_PERSISTENCE,
+            clear_after=3,
+            clock=clock,
+            events=events,
         )
         self.recovery = StagedRecovery(
             step_seconds=settings.recovery_step_seconds,

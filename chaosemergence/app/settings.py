@@ -108,6 +108,11 @@ class SystemSettings:
     cell_data_capacity_bytes: float = 1_000_000.0  # response bytes per second
     # Probabilistic early expiration (XFetch) of the profile cache.
     xfetch_beta: float = 1.0
+    # The metastable signature's latency clause (the seed's 500 ms): a p99 above it, at low
+    # load, counts as "stuck". Raise it where the healthy tail is slower by design (a cold
+    # cache fill of several round trips), or the detector mistakes the normal tail for a
+    # metastable state and its recovery refuses healthy traffic.
+    metastable_p99_ms: float = 500.0
     # Staged recovery from a metastable state (the seed uses 30 s steps; see decisions.md).
     recovery_pause_seconds: float = 2.0
     recovery_step_seconds: float = 1.5  # 2 s + 7 steps: traffic fully back in 12.5 s
@@ -200,6 +205,7 @@ class SystemSettings:
             "cell_user_capacity",
             "cell_data_capacity_bytes",
             "xfetch_beta",
+            "metastable_p99_ms",
             "recovery_pause_seconds",
             "recovery_step_seconds",
             "coalesce_timeout_seconds",

@@ -139,6 +139,25 @@ async def test_metastable_detector_off_never_pauses(service: CellService, clock:
     assert _kinds(service, "metastable_recovery") == []
 
 
+async def test_a_tail_slow_by_design_is_not_a_metastable_state(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """With the signature's latency clause set above the healthy tail (a cold fill of 3
+    round trips takes 1.2 s), seconds whose p99 is such a fill detect nothing, and ingress
+    stays open; a slower tail still does."""
+    svc = _service(tmp_path, clock, metastable_p99_ms=2500.0)
+    try:
+        for _ in range(8):
+            _second(svc, clock, slow_ms=1200, requests=5)
+        assert svc.control.metastable.condition is None
+        assert svc.admission.check("profile") is None
+        for _ in range(5):
+            _second(svc, clock, slow_ms=3000, requests=5)
+        assert svc.control.metastable.condition is not None
+    finally:
+        svc.store.close()
+
+
 def test_synchronization_restores_removed_jitter(service: CellService, clock: Clock) -> None:
     """Correlation above the danger threshold: maximum jitter, even after remove_all_jitter."""
     service.set_jitter(False)

@@ -138,8 +138,10 @@ async def test_prewarming_recomputes_only_hot_keys_a_few_at_a_time(make: Make) -
 
     watcher = asyncio.create_task(watch())
     answer = await svc.invalidate_cache()
+    assert answer == {"removed": 8, "prewarming": 6}
+    assert svc.prewarming is not None
+    assert await svc.prewarming == 6
     watcher.cancel()
-    assert answer == {"removed": 8, "prewarmed": 6}
     assert svc.prewarm_computations == 6
     assert peak == PREWARM_CONCURRENCY
     assert all(svc.cache.is_fresh(f"profile:{k}") for k in hot)
@@ -167,7 +169,8 @@ async def test_prewarming_at_most_prewarm_keys(make: Make) -> None:
     keys = [str(i) for i in range(PREWARM_KEYS + 5)]
     for _ in range(3):
         await _herd(svc, keys)
-    assert (await svc.invalidate_cache())["prewarmed"] == PREWARM_KEYS
+    assert (await svc.invalidate_cache())["prewarming"] == PREWARM_KEYS
+    assert svc.prewarming is not None and await svc.prewarming == PREWARM_KEYS
 
 
 async def test_a_waiter_waits_as_long_as_one_computation_may_take(make: Make) -> None:

@@ -155,6 +155,7 @@ def test_the_extensions_actions_and_probes_drive_the_embedded_api(service: Servi
 
     assert actions.invalidate_cache_globally(configuration=cfg, secrets=sec) == {
         "removed": 7,
+        "prewarming": 0,
         "prewarmed": 0,
     }
     assert service.cache == {}
@@ -355,6 +356,19 @@ async def test_a_fastapi_service_mounts_it_the_documented_way() -> None:
         assert (await client.get("/admin/increase", headers=headers)).status_code == 200
         assert (await client.get("/admin/state")).status_code == 401
         assert (await client.get("/metrics")).status_code == 200
+
+
+def test_a_cache_drop_a_service_did_not_confirm_fails_the_action(service: Service) -> None:
+    """The herd's trigger, unconfirmed, proves nothing: the action fails and names the cache."""
+
+    def broken() -> int:
+        raise OSError("cache server unreachable")
+
+    service.admin.cache("remote", invalidate=broken)
+    with pytest.raises(ActivityFailed, match=r"did not confirm.*cache server unreachable"):
+        actions.invalidate_cache_globally(
+            configuration=service.configuration, secrets=service.secrets
+        )
 
 
 async def test_every_cache_is_dropped_even_when_one_callback_fails() -> None:

@@ -133,7 +133,7 @@ def test_defense_activation_after_a_cache_invalidation(clean_system: RunningSyst
         for i in range(30):
             client.get(f"{clean_system.url}/users/h{i % 10}/profile")
     result = actions.invalidate_cache_globally(configuration=config)
-    assert result["removed"] >= 10 and result["prewarmed"] >= 10
+    assert result["removed"] >= 10 and result["prewarming"] >= 10
     assert probes.check_defense_activation(["cache_prewarming"], since=since, configuration=config)
     with pytest.raises(ActivityFailed, match="circuit_breaker did not activate"):
         probes.check_defense_activation(
