@@ -15,13 +15,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chaosemergence.app.admin_schema import InvalidField
 from chaosemergence.app.auth import AdminAuthMiddleware, json_errors
 from chaosemergence.app.cell_service import CellService, Reply
-from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import CellCollector
 from chaosemergence.app.process import process_figures
+from chaosemergence.app.switches import DEFENSES
 from chaosemergence.app.window import MetricWindow
+from chaosemergence.contract import (
+    SINCE,
+    InvalidField,
+    check,
+    check_pressure,
+    check_query_number,
+    defenses_schema,
+    metric_window_schema,
+    switch_schema,
+)
 
 __all__ = ["create_cell_app", "json_body", "reply_response"]
 
@@ -123,10 +132,7 @@ def create_cell_app(
 
     async def jitter(request: Request) -> Response:
         try:
-            body = await json_body(request)
-            enabled = body.get("enabled")
-            if not isinstance(enabled, bool):
-                raise ValueError(f"enabled must be true or false, got {enabled!r}")
+            enabled = check(switch_schema(), await json_body(request))["enabled"]
         except ValueError as error:
             return _bad_request(error)
         service.set_jitter(enabled)
@@ -134,16 +140,9 @@ def create_cell_app(
 
     async def defenses(request: Request) -> Response:
         try:
-            body = await json_body(request)
-            enabled = body.get("enabled")
-            names = body.get("names")
-            if not isinstance(enabled, bool):
-                raise ValueError(f"enabled must be true or false, got {enabled!r}")
-            if names is not None and not (
-                isinstance(names, list) and all(isinstance(n, str) for n in names)
-            ):
-                raise ValueError("names must be a list of defense names or null")
-            changed = service.set_defenses(enabled, names)
+            body = check(defenses_schema(DEFENSES), await json_body(request))
+            enabled = body["enabled"]
+            changed = service.set_defenses(enabled, body.get("names"))
         except ValueError as error:
             return _bad_request(error)
         return JSONResponse({"changed": changed, "enabled": enabled})
@@ -153,7 +152,7 @@ def create_cell_app(
 
     async def memory_pressure(request: Request) -> Response:
         try:
-            rate, duration = validate_pressure_request(await json_body(request))
+            rate, duration = check_pressure(await json_body(request))
         except ValueError as error:
             return _bad_request(error)
         return JSONResponse(service.start_memory_pressure(rate, duration), status_code=201)
@@ -186,18 +185,18 @@ def create_cell_app(
 
     async def events(request: Request) -> Response:
         try:
-            since = float(request.query_params.get("since", "0"))
-        except ValueError:
-            return _bad_request(ValueError("since must be a number"))
+            since = check_query_number(request.query_params.get("since"), "since", SINCE, 0.0)
+        except ValueError as error:
+            return _bad_request(error)
         return SafeJSONResponse(service.events_since(since))
 
     async def increase(request: Request) -> Response:
         try:
-            seconds = float(request.query_params.get("seconds", "30"))
-            if not 0 < seconds <= 900:
-                raise ValueError
-        except ValueError:
-            return _bad_request(ValueError("seconds must be a number in (0, 900]"))
+            seconds = check_query_number(
+                request.query_params.get("seconds"), "seconds", metric_window_schema(), 30.0
+            )
+        except ValueError as error:
+            return _bad_request(error)
         return JSONResponse(window.increase(seconds))
 
     async def process(_: Request) -> Response:

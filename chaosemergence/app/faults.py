@@ -10,23 +10,11 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chaosemergence.app.admin_schema import (
-    FAULT_KINDS,
-    MAX_FAULT_DURATION_SECONDS,
-    check_fault,
-)
-
-__all__ = [
-    "FAULT_KINDS",
-    "MAX_FAULT_DURATION_SECONDS",
-    "Fault",
-    "FaultTable",
-    "validate_fault_request",
-]
+__all__ = ["Fault", "FaultTable"]
 
 FaultKind = Literal["timeout", "latency", "error"]
 
@@ -51,14 +39,6 @@ class Fault:
             "latency_ms": self.latency_ms,
             "remaining_seconds": round(max(0.0, self.expires_at - now), 3),
         }
-
-
-def validate_fault_request(body: dict[str, Any], dependencies: Iterable[str]) -> dict[str, Any]:
-    """Check a fault request and return it normalized; ValueError names the bad field.
-
-    The schema lives in ``admin_schema`` (the published admin API's contract).
-    """
-    return check_fault(body, dependencies)
 
 
 class FaultTable:

@@ -27,9 +27,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from chaosemergence.app.faults import FaultTable, validate_fault_request
-from chaosemergence.app.lease import Lease, validate_lease_seconds
+from chaosemergence.app.faults import FaultTable
+from chaosemergence.app.lease import Lease
 from chaosemergence.app.window import MetricWindow
+from chaosemergence.contract import (
+    MAX_BODY_BYTES,
+    SINCE,
+    InvalidField,
+    cells_schema,
+    check,
+    check_fault,
+    check_lease_seconds,
+    check_query_number,
+    defenses_schema,
+    metric_window_schema,
+    renewal_schema,
+    switch_schema,
+)
 from chaosemergence.defenses import EventLog, Guard, Jitter
 from chaosemergence.defenses.metrics import PrometheusRecorder
 
@@ -40,8 +54,6 @@ R = TypeVar("R")
 
 #: A lease that nobody renews puts every defense back on after this many seconds.
 DEFAULT_LEASE_SECONDS = 60.0
-MAX_WINDOW_SECONDS = 900.0
-MAX_BODY_BYTES = 64 * 1024
 
 
 class Switchable(Protocol):
@@ -122,22 +134,26 @@ class _Registry:
     defenses: dict[str, list[Switchable]] = field(default_factory=dict)
 
 
-def _bad_request(message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=400)
+def _bad_request(error: ValueError) -> JSONResponse:
+    """400 naming the field (the reference system's answer: ``error`` and ``field``)."""
+    answer = {"error": str(error)}
+    if isinstance(error, InvalidField):
+        answer["field"] = error.field
+    return JSONResponse(answer, status_code=400)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
-        raise ValueError(f"body: at most {MAX_BODY_BYTES} bytes")
+        raise InvalidField("body", f"must be at most {MAX_BODY_BYTES} bytes")
     if not raw:
         return {}
     try:
         body = json.loads(raw)
     except ValueError:
-        raise ValueError("body must be a JSON object") from None
+        raise InvalidField("body", "must be a JSON object") from None
     if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
+        raise InvalidField("body", "must be a JSON object")
     return body
 
 
@@ -179,7 +195,7 @@ class EmergenceAdmin:
             recorder if recorder is not None else PrometheusRecorder(CollectorRegistry())
         )
         self.events = events if events is not None else EventLog()
-        self.lease_seconds = validate_lease_seconds(lease_seconds, DEFAULT_LEASE_SECONDS)
+        self.lease_seconds = check_lease_seconds(lease_seconds, DEFAULT_LEASE_SECONDS)
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
         self.faults = FaultTable(clock=clock)
@@ -378,15 +394,16 @@ class EmergenceAdmin:
     async def _add_fault(self, request: Request) -> Response:
         try:
             body = await _json_body(request)
-            normalized = validate_fault_request(body, self._registry.dependencies)
-            cells = body.get("cells")
-            if cells is not None and cells != [self._cell_index()]:
-                raise ValueError(
-                    f"cells: this service is one failure domain (cell {self._cell_index()}): "
-                    f"give null or [{self._cell_index()}], got {cells!r}"
+            normalized = check_fault(body, self._registry.dependencies)
+            cells = check(cells_schema(), body.get("cells"), "cells")
+            if cells is not None and set(cells) != {self._cell_index()}:
+                raise InvalidField(
+                    "cells",
+                    f"this service is one failure domain (cell {self._cell_index()}): "
+                    f"give null or [{self._cell_index()}], got {cells!r}",
                 )
         except ValueError as error:
-            return _bad_request(str(error))
+            return _bad_request(error)
         fault = self.faults.add(normalized, f"fault-{next(self._fault_ids)}")
         return JSONResponse(
             {
@@ -405,21 +422,11 @@ class EmergenceAdmin:
     async def _defenses(self, request: Request) -> Response:
         known = self.defense_names
         try:
-            body = await _json_body(request)
-            enabled, names = body.get("enabled"), body.get("names")
-            if not isinstance(enabled, bool):
-                raise ValueError(f"enabled must be true or false, got {enabled!r}")
-            if names is not None:
-                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                    raise ValueError("names must be a list of defense names or null")
-                unknown = [n for n in names if n not in known]
-                if unknown:
-                    raise ValueError(
-                        f"names: unknown defense(s) {unknown}; known: {', '.join(known)}"
-                    )
-            seconds = validate_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
+            body = check(defenses_schema(known), await _json_body(request))
+            enabled, names = body["enabled"], body.get("names")
+            seconds = check_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
         except ValueError as error:
-            return _bad_request(str(error))
+            return _bad_request(error)
         self._switch(names, enabled)
         held = self._hold_lease(seconds)
         cell = {"defenses": self.state()["defenses"]}
@@ -434,12 +441,10 @@ class EmergenceAdmin:
 
     async def _jitter(self, request: Request) -> Response:
         try:
-            body = await _json_body(request)
-            if not isinstance(body.get("enabled"), bool):
-                raise ValueError(f"enabled must be true or false, got {body.get('enabled')!r}")
-            seconds = validate_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
+            body = check(switch_schema(), await _json_body(request))
+            seconds = check_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
         except ValueError as error:
-            return _bad_request(str(error))
+            return _bad_request(error)
         self._set_jitter(body["enabled"])
         held = self._hold_lease(seconds)
         cell = {"jitter": body["enabled"], "timers": sorted(self._registry.timers)}
@@ -473,10 +478,10 @@ class EmergenceAdmin:
     async def _lease(self, request: Request) -> Response:
         if request.method == "POST":
             try:
-                body = await _json_body(request)
-                seconds = validate_lease_seconds(body.get("seconds"), self.lease_seconds)
+                body = check(renewal_schema(), await _json_body(request))
+                seconds = check_lease_seconds(body.get("seconds"), self.lease_seconds, "seconds")
             except ValueError as error:
-                return _bad_request(str(error).replace("lease_seconds", "seconds"))
+                return _bad_request(error)
             self.lease.renew(seconds)
         return JSONResponse(self.lease.view())
 
@@ -498,21 +503,20 @@ class EmergenceAdmin:
         )
 
     async def _events(self, request: Request) -> Response:
-        raw = request.query_params.get("since", "0")
         try:
-            since = float(raw)
-        except ValueError:
-            return _bad_request(f"since must be epoch seconds, got {raw!r}")
+            since = check_query_number(request.query_params.get("since"), "since", SINCE, 0.0)
+        except ValueError as error:
+            return _bad_request(error)
         events = [{**e.as_dict(), "cell": self._cell} for e in self.events.since(since)]
         return JSONResponse({"started_at": self.started_at, "events": events, "unanswered": {}})
 
     async def _increase(self, request: Request) -> Response:
         try:
-            seconds = float(request.query_params.get("seconds", "30"))
-            if not 0 < seconds <= MAX_WINDOW_SECONDS:
-                raise ValueError
-        except ValueError:
-            return _bad_request(f"seconds must be a number in (0, {MAX_WINDOW_SECONDS:.0f}]")
+            seconds = check_query_number(
+                request.query_params.get("seconds"), "seconds", metric_window_schema(), 30.0
+            )
+        except ValueError as error:
+            return _bad_request(error)
         if self._ticker is None:
             return JSONResponse(
                 {
