@@ -52,6 +52,11 @@ class FaultTable:
         self._faults: dict[str, Fault] = {}
         self._ids = itertools.count(1)
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the faults expire by."""
+        return self._clock
+
     def add(self, request: dict[str, Any], fault_id: str | None = None) -> Fault:
         fault = Fault(
             id=fault_id or f"f{next(self._ids)}",
