@@ -7,8 +7,17 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosemergence.activity import check_cells, check_names, check_number, parse_switch
+from chaosemergence.activity import (
+    check_cell,
+    check_cells,
+    check_names,
+    check_number,
+    numeric,
+    parse_switch,
+    refused_as_activity,
+)
 from chaosemergence.client import AdminClient
+from chaosemergence.contract import check_fault, check_pressure
 from chaosemergence.lease import keep_lease
 from chaosemergence.measure import samples_total
 from chaosemergence.settings import (
@@ -18,6 +27,7 @@ from chaosemergence.settings import (
     traffic_state_dir,
 )
 from chaosemergence.sizing import plan_spike
+from chaosemergence.traffic.runner import MAX_DURATION_S as MAX_SPIKE_SECONDS
 from chaosemergence.traffic.runner import MAX_USERS as MAX_SPIKE_USERS
 from chaosemergence.traffic.runner import TrafficError, TrafficSpec, traffic_status
 from chaosemergence.traffic.runner import start_traffic as _start_locust
@@ -38,7 +48,6 @@ __all__ = [
     "stop_traffic",
 ]
 
-MAX_DURATION = 24 * 3600
 logger = logging.getLogger("chaostoolkit")
 # What a capacity-sized spike copies from the steady-state traffic, so that its users offer
 # what the baseline users did (the per-user rate it is sized with).
@@ -53,20 +62,24 @@ def _inject(
     dependency: str,
     configuration: Configuration,
     secrets: Secrets,
-    latency_ms: float = 0.0,
+    latency_ms: Any = 0.0,
 ) -> dict[str, Any]:
-    body = {
+    fault = {
         "kind": kind,
-        "percentage": check_number("percentage", percentage, 0, 100, low_open=True),
-        "duration": check_number("duration", duration, 0, MAX_DURATION, low_open=True),
-        "cells": check_cells(cells),
+        "percentage": numeric(percentage),
+        "duration": numeric(duration),
         "dependency": dependency,
-        "latency_ms": latency_ms,
+        "latency_ms": numeric(latency_ms),
     }
-    fault: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
+    # The service's own check (the contract's), but for the dependency's name: the service
+    # knows its dependencies, the activity does not.
+    known = [dependency] if isinstance(dependency, str) else []
+    with refused_as_activity():
+        body: dict[str, Any] = {**check_fault(fault, known), "cells": check_cells(cells)}
+    added: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
         "/admin/faults", what=f"inject {kind} fault", json=body
     )
-    return {"id": fault["id"], "expires_at": fault["expires_at"], "cells": fault["cells"]}
+    return {"id": added["id"], "expires_at": added["expires_at"], "cells": added["cells"]}
 
 
 def inject_timeouts(
@@ -95,9 +108,8 @@ def inject_latency(
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Add `latency_ms` to a percentage of dependency calls (holding the server's worker)."""
-    latency = check_number("latency_ms", latency_ms, 0, 60_000, low_open=True)
     return _inject(
-        "latency", percentage, duration, cells, dependency, configuration, secrets, latency
+        "latency", percentage, duration, cells, dependency, configuration, secrets, latency_ms
     )
 
 
@@ -179,7 +191,7 @@ def kill_cell(
     cell: int, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
     """Kill one cell's process (SIGKILL): its users get 503, the other cells are untouched."""
-    index = int(check_number("cell", cell, 0, 63))
+    index = check_cell(cell)
     answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
         f"/admin/cells/{index}/kill", what=f"kill cell {index}"
     )
@@ -198,13 +210,12 @@ def apply_memory_pressure(
     The cell never grows past its configured memory limit: with its defenses off it dies
     there (like an OOM kill); with them on, its guardrails shed and it is restarted first.
     """
-    index = int(check_number("cell", cell, 0, 63))
-    body = {
-        "megabytes_per_second": check_number(
-            "megabytes_per_second", megabytes_per_second, 0, 1024, low_open=True
-        ),
-        "duration": check_number("duration", duration, 0, MAX_DURATION, low_open=True),
-    }
+    index = check_cell(cell)
+    with refused_as_activity():
+        rate, seconds = check_pressure(
+            {"megabytes_per_second": numeric(megabytes_per_second), "duration": numeric(duration)}
+        )
+    body = {"megabytes_per_second": rate, "duration": seconds}
     answer: dict[str, Any] = AdminClient.from_chaos(configuration, secrets).post(
         f"/admin/cells/{index}/memory-pressure",
         what=f"apply memory pressure to cell {index}",
@@ -362,7 +373,7 @@ def start_spike_over_capacity(
     prove nothing). `stop_traffic(run=...)` ends the spike (at the latest after `duration`).
     """
     factor = check_number("multiple", multiple, 1, 100)
-    span = check_number("duration", duration, 0, MAX_DURATION, low_open=True)
+    span = check_number("duration", duration, 0, MAX_SPIKE_SECONDS, low_open=True)
     patience = check_number("ramp_timeout", ramp_timeout, 0, 600, low_open=True)
     share = check_number("reach", reach, 0, 1, low_open=True)
     configuration = configuration or {}

@@ -1,53 +1,108 @@
-"""Argument checks shared by the activities: bad input fails before anything is injected."""
+"""Argument checks shared by the activities: bad input fails before anything is injected.
+
+The limits and schemas are the contract's (``chaosemergence.contract``), the very ones the
+services check requests with: an activity refuses what a service would refuse, naming the
+argument, and accepts what it would accept (tests/test_contract.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-__all__ = ["check_cells", "check_names", "check_number", "parse_switch"]
+from chaosemergence.contract import (
+    InvalidField,
+    cell_index_schema,
+    cells_schema,
+    check,
+    correlation_window_schema,
+    metric_window_schema,
+    names_schema,
+    number_schema,
+)
+
+__all__ = [
+    "check_argument",
+    "check_cell",
+    "check_cells",
+    "check_correlation_window",
+    "check_names",
+    "check_number",
+    "check_window",
+    "numeric",
+    "parse_switch",
+    "refused_as_activity",
+]
+
+
+@contextlib.contextmanager
+def refused_as_activity() -> Iterator[None]:
+    """The contract's ``InvalidField`` (naming the argument) as Chaos Toolkit's ActivityFailed."""
+    try:
+        yield
+    except InvalidField as error:
+        raise ActivityFailed(str(error)) from None
+
+
+def numeric(value: Any) -> Any:
+    """A number given as text (``chaos run --var duration=60``) as a number; else unchanged."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() and "." not in value else number
+    return value
+
+
+def check_argument(name: str, value: Any, schema: dict[str, Any]) -> Any:
+    """``value`` when it satisfies the contract's ``schema``; ActivityFailed naming ``name``."""
+    value = numeric(value)
+    if schema.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    with refused_as_activity():
+        return check(schema, value, name)
 
 
 def check_number(
     name: str, value: Any, low: float, high: float, *, low_open: bool = False
 ) -> float:
     """`value` as a float when low <(=) value <= high; ActivityFailed naming `name` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise ActivityFailed(f"{name} must be a number, got {value!r}") from None
-    ok = (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ActivityFailed(f"{name} must be in {bracket}{low:g}, {high:g}], got {value:g}")
-    return float(value)
+    return float(check_argument(name, value, number_schema(low, high, exclusive_low=low_open)))
+
+
+def check_window(value: Any, name: str = "window") -> float:
+    """A metrics window in seconds, at most what a service keeps (``/admin/increase``)."""
+    return float(check_argument(name, value, metric_window_schema()))
+
+
+def check_correlation_window(value: Any, name: str = "window") -> float:
+    """A correlation window in seconds, at most what a service correlates over."""
+    return float(check_argument(name, value, correlation_window_schema()))
+
+
+def check_cell(value: Any) -> int:
+    """One cell's index, in the largest system there is (the service checks its own size)."""
+    return int(check_argument("cell", value, cell_index_schema()))
 
 
 def check_cells(cells: Any) -> list[int] | None:
-    """None (every cell) or a list of non-negative cell indexes."""
-    if cells is None:
-        return None
+    """None (every cell) or a list of cell indexes (one index alone as a list of one)."""
     if isinstance(cells, int) and not isinstance(cells, bool):
         cells = [cells]
-    if (
-        not isinstance(cells, list)
-        or not cells
-        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cells)
-    ):
-        raise ActivityFailed(f"cells must be null or a list of cell indexes, got {cells!r}")
-    return cells
+    checked: list[int] | None = check_argument("cells", cells, cells_schema())
+    return checked
 
 
 def check_names(names: Any) -> list[str] | None:
-    if names is None:
-        return None
+    """None (every defense) or a list of defense names (one name alone as a list of one)."""
     if isinstance(names, str):
         names = [names]
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ActivityFailed(f"names must be null or a list of defense names, got {names!r}")
-    return names
+    checked: list[str] | None = check_argument("names", names, names_schema())
+    return checked
 
 
 def parse_switch(name: str, value: Any) -> bool:

@@ -24,12 +24,14 @@ from urllib.parse import urlparse
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaosemergence.app.settings import (
+from chaosemergence.activity import check_argument
+from chaosemergence.contract import (
+    TOKEN_ENV,
     admin_url_file_for_port,
     default_state_dir,
+    lease_seconds_schema,
     token_file_for_port,
 )
-from chaosemergence.contract import TOKEN_ENV
 
 __all__ = [
     "BASELINE_KEY",
@@ -96,15 +98,14 @@ class ExtensionSettings:
         token = ((secrets or {}).get("emergence") or {}).get("admin_token") or (secrets or {}).get(
             "admin_token"
         )
-        lease = config.get("emergence_lease_seconds", DEFAULT_LEASE_SECONDS)
-        try:
-            lease = float(lease)
-        except (TypeError, ValueError):
-            raise ActivityFailed(
-                f"emergence_lease_seconds must be a number, got {lease!r}"
-            ) from None
-        if not 1 <= lease <= 3600:
-            raise ActivityFailed(f"emergence_lease_seconds must be in [1, 3600], got {lease}")
+        # Sent with every switch that weakens the system: the service's own limits.
+        lease = float(
+            check_argument(
+                "emergence_lease_seconds",
+                config.get("emergence_lease_seconds", DEFAULT_LEASE_SECONDS),
+                lease_seconds_schema(),
+            )
+        )
         admin = config.get("emergence_admin_url") or os.environ.get(ADMIN_URL_ENV)
         if admin:
             admin_parsed = urlparse(str(admin))

@@ -15,7 +15,14 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosemergence.activity import check_cells, check_names, check_number
+from chaosemergence.activity import (
+    check_cell,
+    check_cells,
+    check_correlation_window,
+    check_names,
+    check_number,
+    check_window,
+)
 from chaosemergence.client import AdminClient
 from chaosemergence.measure import (
     OPTIONAL_ROUTES,
@@ -83,7 +90,7 @@ def _increase(
 ) -> list[dict[str, Any]]:
     """Every counter and histogram series' growth over the last `window` s: from Prometheus
     when `prometheus_url` is configured, otherwise from the services' own window."""
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_window(window)
     prometheus = PrometheusAccess.from_chaos(configuration, secrets)
     if prometheus is not None:
         return increase_samples(prometheus, seconds)
@@ -194,7 +201,7 @@ def measure_failure_radius(
     service = _service("measure_failure_radius", metrics, configuration, secrets)
     if service is not None:
         access, names = service
-        seconds = check_number("window", window, 0, 900, low_open=True)
+        seconds = check_window(window)
         minimum = check_number("min_requests", min_requests, 1, 1e9)
         total = _service_requests("measure_failure_radius", access, names, seconds, minimum)
         failed = counter_growth(access, names.failed(), seconds) or 0.0
@@ -326,7 +333,7 @@ def latency_percentile(
     Fails when the window holds fewer than `min_requests` requests.
     """
     q = check_number("quantile", quantile, 0, 1)
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_window(window)
     minimum = check_number("min_requests", min_requests, 1, 1e9)
     service = _service("latency_percentile", metrics, configuration, secrets)
     prometheus = PrometheusAccess.from_chaos(configuration, secrets)
@@ -387,7 +394,7 @@ def retry_amplification(
     service = _service("retry_amplification", metrics, configuration, secrets)
     if service is not None:
         access, names = service
-        seconds = check_number("window", window, 0, 900, low_open=True)
+        seconds = check_window(window)
         minimum = check_number("min_requests", min_requests, 1, 1e9)
         total = _service_requests("retry_amplification", access, names, seconds, minimum)
         series = names.series(names.need("attempts", "retry_amplification"))
@@ -416,7 +423,7 @@ def coalescing_ratio(
     service = _service("coalescing_ratio", metrics, configuration, secrets)
     if service is not None:
         access, names = service
-        seconds = check_number("window", window, 0, 900, low_open=True)
+        seconds = check_window(window)
         miss_series = names.series(names.need("cache_misses", "coalescing_ratio"))
         computed = names.series(names.need("computations", "coalescing_ratio"))
         misses = counter_growth(access, miss_series, seconds) or 0.0
@@ -504,7 +511,7 @@ def goodput(
     Fails when the window holds fewer than `min_requests` requests (successful or not).
     With the service's own metric names: `requests` whose status matches `success_status`.
     """
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_window(window)
     service = _service("goodput", metrics, configuration, secrets)
     if service is not None:
         access, names = service
@@ -552,7 +559,7 @@ def service_correlation(
     Periodic jobs and retries: the load jitter can move (user traffic is left out). Fails
     when too few cells called the shared dependency in the window to correlate anything.
     """
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_correlation_window(window)
     answer = AdminClient.from_chaos(configuration, secrets).get(
         "/admin/correlation", what="read service correlation", params={"window": seconds}
     )
@@ -659,7 +666,7 @@ def emergence_figures(
     (successful requests/s) — all from one read of the services' own counters. Fails when
     the window holds fewer than `min_requests` requests.
     """
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_window(window)
     samples = _measured("emergence_figures", seconds, min_requests, configuration, secrets)
     requests = samples_total(samples, "emergence_requests_total")
     attempts = samples_total(samples, "emergence_dependency_attempts_total") + samples_total(
@@ -694,7 +701,7 @@ def goodput_ratio(
     control); before the method the ratio is 1 by definition. Fails when the window holds
     fewer than `min_requests` requests.
     """
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_window(window)
     configuration = configuration or {}
     baseline = configuration.get(BASELINE_KEY)
     if not baseline:
@@ -716,7 +723,7 @@ def shared_load_peak_to_mean(
 
     Fails when nothing reached the shared dependency in the window.
     """
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_correlation_window(window)
     answer = AdminClient.from_chaos(configuration, secrets).get(
         "/admin/correlation", what="read shared dependency load", params={"window": seconds}
     )
@@ -745,7 +752,7 @@ def memory_spiral(
     process last ended if it did meanwhile (e.g. `oom_killed`). Fails when the cell could
     never be read.
     """
-    index = int(check_number("cell", cell, 0, 63))
+    index = check_cell(cell)
     total = check_number("seconds", seconds, 0, 600, low_open=True)
     step = check_number("interval", interval, 0.1, 60)
     client = AdminClient.from_chaos(configuration, secrets)
@@ -833,7 +840,7 @@ def dependency_work(
     """
     if not isinstance(dependency, str) or not dependency:
         raise ActivityFailed(f"dependency must be a dependency name, got {dependency!r}")
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_window(window)
     samples = _measured("dependency_work", seconds, min_requests, configuration, secrets)
     results = "emergence_dependency_results_total"
 
@@ -903,7 +910,7 @@ def computations_per_key(
     a key counts once until a value is stored for it again. Fails when fewer than `min_keys`
     distinct keys were missed in the window: there was no herd to measure.
     """
-    seconds = check_number("window", window, 0, 900, low_open=True)
+    seconds = check_window(window)
     minimum = check_number("min_keys", min_keys, 1, 1e9)
     samples = _increase(seconds, configuration, secrets)
     keys = samples_total(samples, "emergence_cache_missed_keys_total")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chaosemergence.app.lease import Lease, validate_lease_seconds
+from chaosemergence.app.lease import Lease
+from chaosemergence.contract import check_lease_seconds
 
 
 class Clock:
@@ -43,7 +44,7 @@ def test_a_released_lease_is_not_renewed_and_never_expires() -> None:
 def test_lease_seconds_out_of_range_names_the_field(bad: object) -> None:
     """Absent means the default; anything else must be a number in [1, 3600]."""
     if bad is None:
-        assert validate_lease_seconds(None, 30.0) == 30.0
+        assert check_lease_seconds(None, 30.0) == 30.0
         return
     with pytest.raises(ValueError, match="lease_seconds"):
-        validate_lease_seconds(bad, 30.0)
+        check_lease_seconds(bad, 30.0)

@@ -1,4 +1,12 @@
-"""The HTTP face of one cell: user routes, internal admin routes and /metrics."""
+"""The HTTP face of one cell: user routes, internal admin routes and /metrics.
+
+The generic admin operations (faults on the cell's dependencies, cache invalidation, jitter
+removal, defense switches) are the embedding's (``chaosemergence.embed.EmergenceAdmin``,
+answered as one cell of the system: ``cell_routes``), with the cell's dependencies, cache,
+timers and defenses registered; the routes only the reference system has (memory pressure,
+the metastable state and its resumption, the full state, the events of earlier processes,
+the synchronization signals, lost writes) are this module's.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +23,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chaosemergence.app.admin_schema import InvalidField
 from chaosemergence.app.auth import AdminAuthMiddleware, json_errors
 from chaosemergence.app.cell_service import CellService, Reply
-from chaosemergence.app.memory import validate_pressure_request
 from chaosemergence.app.metrics import CellCollector
 from chaosemergence.app.process import process_figures
+from chaosemergence.app.switches import DEFENSES
 from chaosemergence.app.window import MetricWindow
+from chaosemergence.contract import (
+    SINCE,
+    InvalidField,
+    check_pressure,
+    check_query_number,
+    metric_window_schema,
+)
+from chaosemergence.embed import EmergenceAdmin
 
 __all__ = ["create_cell_app", "json_body", "reply_response"]
 
@@ -75,6 +90,34 @@ def _bad_request(error: ValueError) -> JSONResponse:
     return JSONResponse({"error": str(error), "field": field}, status_code=400)
 
 
+class _JitterRemoval:
+    """The cell's timers as the embedding's registered timer: off removes their jitter."""
+
+    def __init__(self, service: CellService) -> None:
+        self._service = service
+
+    @property
+    def enabled(self) -> bool:
+        return not self._service.jitter_removed
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self._service.set_jitter(on)
+
+
+def embedded_admin(service: CellService) -> EmergenceAdmin:
+    """The cell's generic admin operations, served by the embedding: its dependencies draw
+    the faults themselves (from the service's table, a timeout holds a simulated worker), its
+    profile cache prewarms in the background, its defenses switch together."""
+    admin = EmergenceAdmin(token=None, events=service.events, faults=service.faults)
+    for name in service.dependencies:
+        admin.fault_target(name)
+    admin.cache("profiles", invalidate=service.invalidate_cache)
+    admin.timer("timers", jitter=_JitterRemoval(service))
+    admin.defense_group(DEFENSES, get=lambda name: service.enabled[name], set=service.set_switches)
+    return admin
+
+
 def create_cell_app(
     service: CellService, token: str, *, registry: CollectorRegistry | None = None
 ) -> Starlette:
@@ -107,53 +150,12 @@ def create_cell_app(
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def add_fault(request: Request) -> Response:
-        try:
-            body = await json_body(request)
-            fault = service.inject_fault(body, body.get("id"))
-        except ValueError as error:
-            return _bad_request(error)
-        return JSONResponse(fault, status_code=201)
-
-    async def clear_faults(request: Request) -> Response:
-        return JSONResponse({"cleared": service.faults.clear(request.query_params.get("id"))})
-
-    async def invalidate(_: Request) -> Response:
-        return JSONResponse(await service.invalidate_cache())
-
-    async def jitter(request: Request) -> Response:
-        try:
-            body = await json_body(request)
-            enabled = body.get("enabled")
-            if not isinstance(enabled, bool):
-                raise ValueError(f"enabled must be true or false, got {enabled!r}")
-        except ValueError as error:
-            return _bad_request(error)
-        service.set_jitter(enabled)
-        return JSONResponse({"jitter_removed": service.jitter_removed})
-
-    async def defenses(request: Request) -> Response:
-        try:
-            body = await json_body(request)
-            enabled = body.get("enabled")
-            names = body.get("names")
-            if not isinstance(enabled, bool):
-                raise ValueError(f"enabled must be true or false, got {enabled!r}")
-            if names is not None and not (
-                isinstance(names, list) and all(isinstance(n, str) for n in names)
-            ):
-                raise ValueError("names must be a list of defense names or null")
-            changed = service.set_defenses(enabled, names)
-        except ValueError as error:
-            return _bad_request(error)
-        return JSONResponse({"changed": changed, "enabled": enabled})
-
     async def reset(_: Request) -> Response:
         return JSONResponse(await service.reset())
 
     async def memory_pressure(request: Request) -> Response:
         try:
-            rate, duration = validate_pressure_request(await json_body(request))
+            rate, duration = check_pressure(await json_body(request))
         except ValueError as error:
             return _bad_request(error)
         return JSONResponse(service.start_memory_pressure(rate, duration), status_code=201)
@@ -186,18 +188,18 @@ def create_cell_app(
 
     async def events(request: Request) -> Response:
         try:
-            since = float(request.query_params.get("since", "0"))
-        except ValueError:
-            return _bad_request(ValueError("since must be a number"))
+            since = check_query_number(request.query_params.get("since"), "since", SINCE, 0.0)
+        except ValueError as error:
+            return _bad_request(error)
         return SafeJSONResponse(service.events_since(since))
 
     async def increase(request: Request) -> Response:
         try:
-            seconds = float(request.query_params.get("seconds", "30"))
-            if not 0 < seconds <= 900:
-                raise ValueError
-        except ValueError:
-            return _bad_request(ValueError("seconds must be a number in (0, 900]"))
+            seconds = check_query_number(
+                request.query_params.get("seconds"), "seconds", metric_window_schema(), 30.0
+            )
+        except ValueError as error:
+            return _bad_request(error)
         return JSONResponse(window.increase(seconds))
 
     async def process(_: Request) -> Response:
@@ -242,11 +244,7 @@ def create_cell_app(
         Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),
         Route("/health", health),
         Route("/metrics", metrics),
-        Route("/admin/faults", add_fault, methods=["POST"]),
-        Route("/admin/faults", clear_faults, methods=["DELETE"]),
-        Route("/admin/cache/invalidate", invalidate, methods=["POST"]),
-        Route("/admin/jitter", jitter, methods=["POST"]),
-        Route("/admin/defenses", defenses, methods=["POST"]),
+        *embedded_admin(service).cell_routes("/admin"),
         Route("/admin/reset", reset, methods=["POST"]),
         Route("/admin/memory-pressure", memory_pressure, methods=["POST"]),
         Route("/admin/signals", signals, methods=["POST"]),

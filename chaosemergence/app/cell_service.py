@@ -36,12 +36,13 @@ from chaosemergence.app.cell_state import cell_state
 from chaosemergence.app.control import CellControl, CellMeter
 from chaosemergence.app.dependency import DependencyError, SimulatedDependency
 from chaosemergence.app.event_file import EventFile
-from chaosemergence.app.faults import FaultTable, validate_fault_request
+from chaosemergence.app.faults import FaultTable
 from chaosemergence.app.jobs import PeriodicJob
 from chaosemergence.app.memory import MemoryModel
 from chaosemergence.app.settings import SystemSettings
 from chaosemergence.app.storage import CellStore
 from chaosemergence.app.switches import DEFENSES, apply_switches
+from chaosemergence.contract import check_fault
 from chaosemergence.defenses import (
     AdaptiveThrottle,
     BreakerConfig,
@@ -823,7 +824,7 @@ class CellService:
 
     # ------------------------------------------------------------------- admin
     def inject_fault(self, request: dict[str, Any], fault_id: str | None = None) -> dict[str, Any]:
-        normalized = validate_fault_request(request, self.dependencies)
+        normalized = check_fault(request, self.dependencies)
         fault = self.faults.add(normalized, fault_id)
         return fault.as_dict(self._clock())
 

@@ -10,23 +10,11 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chaosemergence.app.admin_schema import (
-    FAULT_KINDS,
-    MAX_FAULT_DURATION_SECONDS,
-    check_fault,
-)
-
-__all__ = [
-    "FAULT_KINDS",
-    "MAX_FAULT_DURATION_SECONDS",
-    "Fault",
-    "FaultTable",
-    "validate_fault_request",
-]
+__all__ = ["Fault", "FaultTable"]
 
 FaultKind = Literal["timeout", "latency", "error"]
 
@@ -53,14 +41,6 @@ class Fault:
         }
 
 
-def validate_fault_request(body: dict[str, Any], dependencies: Iterable[str]) -> dict[str, Any]:
-    """Check a fault request and return it normalized; ValueError names the bad field.
-
-    The schema lives in ``admin_schema`` (the published admin API's contract).
-    """
-    return check_fault(body, dependencies)
-
-
 class FaultTable:
     """The faults active in one cell; expired faults vanish on their own."""
 
@@ -71,6 +51,11 @@ class FaultTable:
         self._lock = threading.Lock()
         self._faults: dict[str, Fault] = {}
         self._ids = itertools.count(1)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the faults expire by."""
+        return self._clock
 
     def add(self, request: dict[str, Any], fault_id: str | None = None) -> Fault:
         fault = Fault(

@@ -51,14 +51,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chaosemergence.app.admin_schema import (
-    MAX_BODY_BYTES,
-    AdminContract,
-    InvalidField,
-    check,
-    check_lease_seconds,
-    check_pressure,
-)
 from chaosemergence.app.auth import AdminAuthMiddleware, BodyLimitMiddleware, json_errors
 from chaosemergence.app.cell_app import json_body
 from chaosemergence.app.cell_client import CellAnswer, CellClient, CellError, CellUnreachable
@@ -70,8 +62,17 @@ from chaosemergence.app.routing import Routing
 from chaosemergence.app.storage import missing_in_file
 from chaosemergence.app.supervisor import Supervisor
 from chaosemergence.app.switches import ALL_DEFENSES, DEFENSES
-from chaosemergence.app.sync import MAX_WINDOW_SECONDS, SHARED_DEPENDENCY, SharedDependencyHost
+from chaosemergence.app.sync import SHARED_DEPENDENCY, SharedDependencyHost
 from chaosemergence.app.window import MetricWindow
+from chaosemergence.contract import (
+    MAX_BODY_BYTES,
+    MAX_CORRELATION_WINDOW_SECONDS,
+    AdminContract,
+    InvalidField,
+    check,
+    check_lease_seconds,
+    check_pressure,
+)
 from chaosemergence.defenses import (
     BreakerConfig,
     BreakerState,
@@ -185,7 +186,7 @@ def create_gateway(
     settings = supervisor.settings
     # The admin API's contract: what the handlers check, and the document they publish.
     contract = AdminContract(
-        settings.cells, settings.dependencies, SHARED_DEPENDENCY, MAX_WINDOW_SECONDS
+        settings.cells, settings.dependencies, SHARED_DEPENDENCY, MAX_CORRELATION_WINDOW_SECONDS
     )
     document = contract.document(ALL_DEFENSES)
     routing = Routing(settings.cells)
@@ -862,7 +863,7 @@ def create_gateway(
             metrics.writes_lost.labels(str(index)).set(lost)
 
     async def openapi(_: Request) -> Response:
-        """The admin API's OpenAPI document (admin_schema: what the handlers check)."""
+        """The admin API's OpenAPI document (the contract: what the handlers check)."""
         return JSONResponse(document)
 
     async def process(_: Request) -> Response:

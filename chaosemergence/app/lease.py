@@ -16,17 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chaosemergence.app.admin_schema import MAX_LEASE_SECONDS, check_lease_seconds
-
-__all__ = ["MAX_LEASE_SECONDS", "Lease", "validate_lease_seconds"]
-
-
-def validate_lease_seconds(value: Any, default: float) -> float:
-    """`lease_seconds` of a request: absent (the default) or a number in [1, 3600].
-
-    The schema lives in ``admin_schema`` (the published admin API's contract).
-    """
-    return check_lease_seconds(value, default)
+__all__ = ["Lease"]
 
 
 class Lease:

@@ -32,12 +32,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chaosemergence.app.admin_schema import check_pressure
 from chaosemergence.app.settings import SystemSettings
 from chaosemergence.defenses import EventLog
 from chaosemergence.defenses.control import GcPressureBreaker, MemoryGuardrail, PredictiveRestart
 
-__all__ = ["MB", "MemoryModel", "Pressure", "validate_pressure_request"]
+__all__ = ["MB", "MemoryModel", "Pressure"]
 
 T = TypeVar("T")
 
@@ -52,14 +51,6 @@ PAUSE_EXPONENT = 4
 GC_BREAKER_WINDOW_SECONDS = 5.0
 RESTART_TARGET = 0.95
 RESTART_FIT_SECONDS = 3.0
-
-
-def validate_pressure_request(body: dict[str, Any]) -> tuple[float, float]:
-    """(megabytes_per_second, duration) from a request body; ValueError names the field.
-
-    The schema lives in ``admin_schema`` (the published admin API's contract).
-    """
-    return check_pressure(body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,20 @@ modest request rates on any machine.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from chaosemergence.contract import (
+    MAX_CELLS,
+    InvalidField,
+    admin_url_file_for_port,
+    check,
+    default_state_dir,
+    lease_seconds_schema,
+    token_file_for_port,
+)
 
 __all__ = [
     "DependencySettings",
@@ -24,6 +33,8 @@ __all__ = [
     "remove_if_owned",
     "token_file_for_port",
 ]
+# The state files the extension reads (token, admin URL) and the limits are the contract's;
+# re-exported here for the reference system's own modules.
 
 
 # A cell's address: scheme, host (a name, an IPv4 address or a bracketed IPv6 one) and port.
@@ -169,8 +180,8 @@ class SystemSettings:
     cell_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not 1 <= self.cells <= 64:
-            raise ValueError(f"cells must be between 1 and 64, got {self.cells}")
+        if not 1 <= self.cells <= MAX_CELLS:
+            raise ValueError(f"cells must be between 1 and {MAX_CELLS}, got {self.cells}")
         if isinstance(self.cell_urls, str) or not all(
             isinstance(url, str) and CELL_URL.fullmatch(url) for url in self.cell_urls
         ):
@@ -235,9 +246,10 @@ class SystemSettings:
             raise ValueError(
                 f"unsafe_ack_before_commit must be a boolean, got {self.unsafe_ack_before_commit!r}"
             )
-        lease = self.lease_seconds
-        if isinstance(lease, bool) or not isinstance(lease, int | float) or not 1 <= lease <= 3600:
-            raise ValueError(f"lease_seconds must be a number in [1, 3600], got {lease!r}")
+        try:
+            check(lease_seconds_schema(), self.lease_seconds, "lease_seconds")
+        except InvalidField as error:
+            raise ValueError(str(error)) from None
         stall = self.gateway_stall_ms
         if isinstance(stall, bool) or not isinstance(stall, int | float) or not 0 <= stall <= 5000:
             raise ValueError(f"gateway_stall_ms must be a number in [0, 5000], got {stall!r}")
@@ -277,21 +289,6 @@ class SystemSettings:
         if "cell_urls" in rest and isinstance(rest["cell_urls"], list):
             rest["cell_urls"] = tuple(rest["cell_urls"])
         return cls(dependencies=deps or _default_dependencies(), **rest)
-
-
-def default_state_dir() -> Path:
-    """Where tokens, databases and logs live: $CHAOSEMERGENCE_HOME or ~/.chaosemergence."""
-    return Path(os.environ.get("CHAOSEMERGENCE_HOME", Path.home() / ".chaosemergence"))
-
-
-def token_file_for_port(port: int, state_dir: Path | None = None) -> Path:
-    """The 0600 file holding the admin token of the gateway listening on `port`."""
-    return (state_dir or default_state_dir()) / f"admin-token-{port}"
-
-
-def admin_url_file_for_port(port: int, state_dir: Path | None = None) -> Path:
-    """The file holding the URL of the admin listener of the gateway on `port`."""
-    return (state_dir or default_state_dir()) / f"admin-url-{port}"
 
 
 def is_loopback(host: str) -> bool:

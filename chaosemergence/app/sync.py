@@ -27,12 +27,12 @@ from chaosemergence.app.dependency import (
 )
 from chaosemergence.app.faults import FaultTable
 from chaosemergence.app.settings import SystemSettings
+from chaosemergence.contract import MAX_CORRELATION_WINDOW_SECONDS
 from chaosemergence.defenses.detect import LoadSeries, correlation_level, max_pairwise_correlation
 
-__all__ = ["MAX_WINDOW_SECONDS", "SHARED_DEPENDENCY", "SharedDependencyHost", "peak_to_mean"]
+__all__ = ["SHARED_DEPENDENCY", "SharedDependencyHost", "peak_to_mean"]
 
 SHARED_DEPENDENCY = "shared_config"
-MAX_WINDOW_SECONDS = 900.0
 # A cell with fewer arrivals than this in the window is left out of the correlation: two
 # nearly empty series that share one bucket would read as perfectly correlated.
 MIN_ARRIVALS = 5
@@ -92,7 +92,7 @@ class SharedDependencyHost:
         # Guards _short and _long (never held across an await).
         self._lock = threading.Lock()
         self._short = {i: series(self.loop_window) for i in range(self.cells)}
-        self._long = {i: series(MAX_WINDOW_SECONDS) for i in range(self.cells)}
+        self._long = {i: series(MAX_CORRELATION_WINDOW_SECONDS) for i in range(self.cells)}
         self.calls: dict[tuple[int, str], int] = {
             (i, r): 0 for i in range(self.cells) for r in RESULTS
         }

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from chaosemergence.contract import MAX_METRIC_WINDOW_SECONDS
+
 __all__ = ["MetricWindow", "SeriesKey"]
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -35,7 +37,7 @@ class MetricWindow:
         self,
         registry: CollectorRegistry,
         *,
-        horizon: float = 900.0,
+        horizon: float = MAX_METRIC_WINDOW_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry

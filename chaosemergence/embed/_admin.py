@@ -5,6 +5,11 @@ The paths and JSON shapes are the reference system's gateway's (``/admin/faults`
 ``/admin/lease``, ``/admin/state``, ``/admin/events``, ``/admin/increase``), so the
 extension's actions and probes drive a user's service unchanged. The service is one
 failure domain (one "cell", the recorder's ``cell`` label).
+
+Each operation is first one cell's (``add_fault``, ``switch_defenses``, ``set_jitter``,
+``invalidate_caches``: the per-cell answers); ``admin_app`` answers them as a system of one
+cell (the answer under ``cells``, and the lease), ``cell_routes`` as one cell of a larger
+system whose gateway fans out to it and holds the lease: the reference system's cells.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -27,9 +32,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from chaosemergence.app.faults import FaultTable, validate_fault_request
-from chaosemergence.app.lease import Lease, validate_lease_seconds
+from chaosemergence.app.faults import Fault, FaultTable
+from chaosemergence.app.lease import Lease
 from chaosemergence.app.window import MetricWindow
+from chaosemergence.contract import (
+    MAX_BODY_BYTES,
+    SINCE,
+    AdminContract,
+    InvalidField,
+    cells_schema,
+    check,
+    check_fault,
+    check_lease_seconds,
+    check_query_number,
+    defenses_schema,
+    metric_window_schema,
+    renewal_schema,
+    switch_schema,
+)
 from chaosemergence.defenses import EventLog, Guard, Jitter
 from chaosemergence.defenses.metrics import PrometheusRecorder
 
@@ -40,8 +60,6 @@ R = TypeVar("R")
 
 #: A lease that nobody renews puts every defense back on after this many seconds.
 DEFAULT_LEASE_SECONDS = 60.0
-MAX_WINDOW_SECONDS = 900.0
-MAX_BODY_BYTES = 64 * 1024
 
 
 class Switchable(Protocol):
@@ -107,44 +125,73 @@ class Dependency:
         }
 
 
+# What a cache's callbacks return: how many entries, or counts by name (``removed``,
+# ``prewarming`` for a refill started in the background, ...), summed over the caches.
+Counts = int | Mapping[str, int]
+
+
 @dataclass
 class _Cache:
-    invalidate: Callable[[], int | Awaitable[int]]
+    invalidate: Callable[[], Counts | Awaitable[Counts]]
     prewarm: Callable[[], int | Awaitable[int]] | None
     invalidations: int = 0
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Defenses switched together by the service's own code (``defense_group``)."""
+
+    names: tuple[str, ...]
+    get: Callable[[str], bool]
+    set: Callable[[dict[str, bool]], None]
 
 
 @dataclass
 class _Registry:
     dependencies: dict[str, Dependency] = field(default_factory=dict)
+    # Dependencies whose calls draw their faults themselves (``fault_target``).
+    targets: set[str] = field(default_factory=set)
     caches: dict[str, _Cache] = field(default_factory=dict)
-    timers: dict[str, Jitter] = field(default_factory=dict)
+    timers: dict[str, Switchable] = field(default_factory=dict)
     defenses: dict[str, list[Switchable]] = field(default_factory=dict)
+    groups: list[_Group] = field(default_factory=list)
 
 
-def _bad_request(message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=400)
+def _bad_request(error: ValueError) -> JSONResponse:
+    """400 naming the field (the reference system's answer: ``error`` and ``field``)."""
+    answer = {"error": str(error)}
+    if isinstance(error, InvalidField):
+        answer["field"] = error.field
+    return JSONResponse(answer, status_code=400)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
-        raise ValueError(f"body: at most {MAX_BODY_BYTES} bytes")
+        raise InvalidField("body", f"must be at most {MAX_BODY_BYTES} bytes")
     if not raw:
         return {}
     try:
         body = json.loads(raw)
     except ValueError:
-        raise ValueError("body must be a JSON object") from None
+        raise InvalidField("body", "must be a JSON object") from None
     if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
+        raise InvalidField("body", "must be a JSON object")
     return body
 
 
-async def _maybe_await(value: int | Awaitable[int]) -> int:
+async def _maybe_await(value: Counts | Awaitable[Counts]) -> Counts:
     if isinstance(value, Awaitable):
-        return int(await value)
-    return int(value)
+        return await value
+    return value
+
+
+def _add_counts(total: dict[str, int], counts: Counts, key: str) -> None:
+    if isinstance(counts, Mapping):
+        for name, count in counts.items():
+            total[name] = total.get(name, 0) + int(count)
+    else:
+        total[key] = total.get(key, 0) + int(counts)
 
 
 class EmergenceAdmin:
@@ -165,24 +212,29 @@ class EmergenceAdmin:
     def __init__(
         self,
         *,
-        token: str,
+        token: str | None,
         recorder: PrometheusRecorder | None = None,
         events: EventLog | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
+        faults: FaultTable | None = None,
     ) -> None:
-        if not isinstance(token, str) or len(token) < 16:
+        """``token`` None: only ``cell_routes`` is served, behind the host app's own auth.
+        ``faults``: a table the service's own dependencies already draw from."""
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
             raise ValueError("token must be a string of at least 16 characters")
-        self._token = token.encode()
+        self._token = token.encode() if token is not None else None
         self.recorder = (
             recorder if recorder is not None else PrometheusRecorder(CollectorRegistry())
         )
         self.events = events if events is not None else EventLog()
-        self.lease_seconds = validate_lease_seconds(lease_seconds, DEFAULT_LEASE_SECONDS)
+        self.lease_seconds = check_lease_seconds(lease_seconds, DEFAULT_LEASE_SECONDS)
         self._rng = rng if rng is not None else random.Random()
+        if clock is None:
+            clock = faults.clock if faults is not None else time.monotonic
         self._clock = clock
-        self.faults = FaultTable(clock=clock)
+        self.faults = faults if faults is not None else FaultTable(clock=clock)
         self.lease = Lease(clock=clock)
         self.window = MetricWindow(self.recorder.registry)
         self._registry = _Registry()
@@ -216,11 +268,23 @@ class EmergenceAdmin:
                     self._registry.defenses.setdefault(switch, []).append(layer)
         return dep
 
+    def fault_target(self, name: str) -> None:
+        """Register a dependency whose calls apply the faults themselves: faults target it by
+        ``name`` and the service's code draws them with ``admin.faults.draw(name, rng)``
+        (the reference system's simulated dependencies hold a worker for a timeout)."""
+        self._check_name("dependency", name, {n: 1 for n in self._fault_names()})
+        if name == "all":
+            raise ValueError("dependency: 'all' names every dependency; pick another name")
+        self._registry.targets.add(name)
+
+    def _fault_names(self) -> list[str]:
+        return sorted({*self._registry.dependencies, *self._registry.targets})
+
     def cache(
         self,
         name: str,
         *,
-        invalidate: Callable[[], int | Awaitable[int]],
+        invalidate: Callable[[], Counts | Awaitable[Counts]],
         prewarm: Callable[[], int | Awaitable[int]] | None = None,
     ) -> None:
         """Register a cache: ``invalidate()`` drops it and returns how many entries it removed;
@@ -229,7 +293,7 @@ class EmergenceAdmin:
         self._check_name("cache", name, self._registry.caches)
         self._registry.caches[name] = _Cache(invalidate, prewarm)
 
-    def timer(self, name: str, *, jitter: Jitter) -> None:
+    def timer(self, name: str, *, jitter: Jitter | Switchable) -> None:
         """Register a periodic timer's jitter: ``remove_all_jitter`` turns it off."""
         self._check_name("timer", name, self._registry.timers)
         self._registry.timers[name] = jitter
@@ -246,8 +310,25 @@ class EmergenceAdmin:
                 raise ValueError(f"objects: {obj!r} has no boolean `enabled` attribute")
         self._registry.defenses.setdefault(name, []).extend(objects)
 
+    def defense_group(
+        self,
+        names: Sequence[str],
+        *,
+        get: Callable[[str], bool],
+        set: Callable[[dict[str, bool]], None],
+    ) -> None:
+        """Register defenses the service switches itself, together: ``set({name: on, ...})``
+        gets every name of one request at once (switching one may depend on another), and
+        ``get(name)`` tells whether it is on."""
+        for name in names:
+            if not name or not name.replace("_", "").isalnum():
+                raise ValueError(f"name must be letters, digits and underscores, got {name!r}")
+            if name in self.defense_names:
+                raise ValueError(f"defense: {name!r} is already registered")
+        self._registry.groups.append(_Group(tuple(names), get, set))
+
     @staticmethod
-    def _check_name(what: str, name: str, known: dict[str, Any]) -> None:
+    def _check_name(what: str, name: str, known: Mapping[str, Any]) -> None:
         if not isinstance(name, str) or not name or len(name) > 64:
             raise ValueError(f"{what}: name must be a string of 1-64 characters, got {name!r}")
         if name in known:
@@ -255,7 +336,17 @@ class EmergenceAdmin:
 
     @property
     def defense_names(self) -> list[str]:
-        return sorted(self._registry.defenses)
+        grouped = [n for group in self._registry.groups for n in group.names]
+        return sorted({*self._registry.defenses, *grouped})
+
+    def _defense_states(self) -> dict[str, bool]:
+        states = {
+            name: all(o.enabled for o in objs) for name, objs in self._registry.defenses.items()
+        }
+        for group in self._registry.groups:
+            for name in group.names:
+                states[name] = states.get(name, True) and group.get(name)
+        return dict(sorted(states.items()))
 
     # ------------------------------------------------------------------ lifecycle
     @contextlib.asynccontextmanager
@@ -301,6 +392,10 @@ class EmergenceAdmin:
             if names is None or name in names:
                 for obj in objects:
                     obj.enabled = enabled
+        for group in self._registry.groups:
+            chosen = {n: enabled for n in group.names if names is None or n in names}
+            if chosen:
+                group.set(chosen)
 
     def _set_jitter(self, enabled: bool) -> None:
         self.jitter_removed = not enabled
@@ -308,8 +403,7 @@ class EmergenceAdmin:
             jitter.enabled = enabled
 
     def _weakened(self) -> bool:
-        off = any(not o.enabled for objs in self._registry.defenses.values() for o in objs)
-        return off or self.jitter_removed
+        return not all(self._defense_states().values()) or self.jitter_removed
 
     def _hold_lease(self, seconds: float) -> dict[str, Any]:
         if self._weakened():
@@ -329,15 +423,58 @@ class EmergenceAdmin:
         """The one cell's state, as ``/admin/state`` shows it."""
         reg = self._registry
         return {
-            "defenses": {
-                name: all(o.enabled for o in objs) for name, objs in sorted(reg.defenses.items())
-            },
+            "defenses": self._defense_states(),
             "dependencies": {name: dep.state() for name, dep in sorted(reg.dependencies.items())},
             "caches": {name: {"invalidations": c.invalidations} for name, c in reg.caches.items()},
             "timers": {name: {"jitter": j.enabled} for name, j in reg.timers.items()},
             "faults": self.faults.snapshot(),
             "jitter_removed": self.jitter_removed,
         }
+
+    # ------------------------------------------------------------------ one cell's operations
+    def add_fault(self, body: Any, fault_id: str | None = None) -> Fault:
+        """Check a fault request (the contract's ``check_fault``) and apply it here."""
+        normalized = check_fault(body, self._fault_names())
+        if fault_id is not None:
+            check(AdminContract.fault_id, fault_id, "id")
+        return self.faults.add(normalized, fault_id or f"fault-{next(self._fault_ids)}")
+
+    def switch_defenses(self, enabled: bool, names: list[str] | None) -> dict[str, Any]:
+        """Switch the named defenses (None: all); this cell's answer."""
+        self._switch(names, enabled)
+        return {
+            "changed": names if names is not None else self.defense_names,
+            "enabled": enabled,
+            "defenses": self._defense_states(),
+        }
+
+    def set_jitter(self, enabled: bool) -> dict[str, Any]:
+        """Remove (False) or restore (True) every registered timer's jitter; this cell's answer."""
+        self._set_jitter(enabled)
+        return {
+            "jitter": enabled,
+            "jitter_removed": self.jitter_removed,
+            "timers": sorted(self._registry.timers),
+        }
+
+    async def invalidate_caches(self) -> dict[str, Any]:
+        """Drop every registered cache (then prewarm it when ``cache_prewarming`` is on)."""
+        total = {"removed": 0, "prewarmed": 0}
+        prewarming = self._defense_states().get("cache_prewarming", True)
+        errors: dict[str, str] = {}
+        for name, cache in self._registry.caches.items():
+            # One cache's callback failing must not keep the others from being dropped.
+            try:
+                cache.invalidations += 1
+                _add_counts(total, await _maybe_await(cache.invalidate()), "removed")
+                if cache.prewarm is not None and prewarming:
+                    _add_counts(total, await _maybe_await(cache.prewarm()), "prewarmed")
+            except Exception as error:
+                errors[name] = f"{type(error).__name__}: {error}"
+        cell: dict[str, Any] = dict(total)
+        if errors:
+            cell["errors"] = errors
+        return cell
 
     # ------------------------------------------------------------------ HTTP
     def routes(self) -> list[BaseRoute]:
@@ -348,6 +485,8 @@ class EmergenceAdmin:
 
     def admin_app(self) -> Starlette:
         """The admin API alone (paths without the ``/admin`` prefix), to mount at ``/admin``."""
+        if self._token is None:
+            raise ValueError("admin_app needs a token (EmergenceAdmin(token=...))")
         routes = [
             Route("/faults", self._add_fault, methods=["POST"]),
             Route("/faults", self._clear_faults, methods=["DELETE"]),
@@ -364,6 +503,18 @@ class EmergenceAdmin:
         app.add_middleware(_TokenMiddleware, token=self._token)
         return app
 
+    def cell_routes(self, prefix: str = "/admin") -> list[BaseRoute]:
+        """The generic operations answered as one cell of a larger system, whose gateway fans
+        out to it on the same paths and holds the lease (the reference system's cells): each
+        answer is this cell's alone. Not token-protected: the host app guards ``prefix``."""
+        return [
+            Route(f"{prefix}/faults", self._cell_add_fault, methods=["POST"]),
+            Route(f"{prefix}/faults", self._clear_faults, methods=["DELETE"]),
+            Route(f"{prefix}/defenses", self._cell_defenses, methods=["POST"]),
+            Route(f"{prefix}/jitter", self._cell_jitter, methods=["POST"]),
+            Route(f"{prefix}/cache/invalidate", self._cell_invalidate, methods=["POST"]),
+        ]
+
     async def metrics(self, _request: Request) -> Response:
         """The Prometheus exposition of the recorder's registry (not token-protected)."""
         return Response(generate_latest(self.recorder.registry), media_type=CONTENT_TYPE_LATEST)
@@ -375,19 +526,47 @@ class EmergenceAdmin:
     def _cell_index(self) -> int:
         return int(self._cell) if self._cell.isdigit() else 0
 
+    # One cell of a larger system.
+    async def _cell_add_fault(self, request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            fault = self.add_fault(body, body.get("id"))
+        except ValueError as error:
+            return _bad_request(error)
+        return JSONResponse(fault.as_dict(self._clock()), status_code=201)
+
+    async def _cell_defenses(self, request: Request) -> Response:
+        try:
+            body = check(defenses_schema(self.defense_names), await _json_body(request))
+        except ValueError as error:
+            return _bad_request(error)
+        return JSONResponse(self.switch_defenses(body["enabled"], body.get("names")))
+
+    async def _cell_jitter(self, request: Request) -> Response:
+        try:
+            body = check(switch_schema(), await _json_body(request))
+        except ValueError as error:
+            return _bad_request(error)
+        return JSONResponse(self.set_jitter(body["enabled"]))
+
+    async def _cell_invalidate(self, _request: Request) -> Response:
+        return JSONResponse(await self.invalidate_caches())
+
+    # A system of one cell.
     async def _add_fault(self, request: Request) -> Response:
         try:
             body = await _json_body(request)
-            normalized = validate_fault_request(body, self._registry.dependencies)
-            cells = body.get("cells")
-            if cells is not None and cells != [self._cell_index()]:
-                raise ValueError(
-                    f"cells: this service is one failure domain (cell {self._cell_index()}): "
-                    f"give null or [{self._cell_index()}], got {cells!r}"
+            cells = check(cells_schema(), body.get("cells"), "cells")
+            if cells is not None and set(cells) != {self._cell_index()}:
+                raise InvalidField(
+                    "cells",
+                    f"this service is one failure domain (cell {self._cell_index()}): "
+                    f"give null or [{self._cell_index()}], got {cells!r}",
                 )
+            fault = self.add_fault(body)
         except ValueError as error:
-            return _bad_request(str(error))
-        fault = self.faults.add(normalized, f"fault-{next(self._fault_ids)}")
+            return _bad_request(error)
+        normalized = check_fault(body, self._fault_names())
         return JSONResponse(
             {
                 "id": fault.id,
@@ -405,24 +584,13 @@ class EmergenceAdmin:
     async def _defenses(self, request: Request) -> Response:
         known = self.defense_names
         try:
-            body = await _json_body(request)
-            enabled, names = body.get("enabled"), body.get("names")
-            if not isinstance(enabled, bool):
-                raise ValueError(f"enabled must be true or false, got {enabled!r}")
-            if names is not None:
-                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                    raise ValueError("names must be a list of defense names or null")
-                unknown = [n for n in names if n not in known]
-                if unknown:
-                    raise ValueError(
-                        f"names: unknown defense(s) {unknown}; known: {', '.join(known)}"
-                    )
-            seconds = validate_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
+            body = check(defenses_schema(known), await _json_body(request))
+            enabled, names = body["enabled"], body.get("names")
+            seconds = check_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
         except ValueError as error:
-            return _bad_request(str(error))
-        self._switch(names, enabled)
+            return _bad_request(error)
+        cell = self.switch_defenses(enabled, names)
         held = self._hold_lease(seconds)
-        cell = {"defenses": self.state()["defenses"]}
         return JSONResponse(
             {
                 "enabled": enabled,
@@ -434,49 +602,32 @@ class EmergenceAdmin:
 
     async def _jitter(self, request: Request) -> Response:
         try:
-            body = await _json_body(request)
-            if not isinstance(body.get("enabled"), bool):
-                raise ValueError(f"enabled must be true or false, got {body.get('enabled')!r}")
-            seconds = validate_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
+            body = check(switch_schema(), await _json_body(request))
+            seconds = check_lease_seconds(body.get("lease_seconds"), self.lease_seconds)
         except ValueError as error:
-            return _bad_request(str(error))
-        self._set_jitter(body["enabled"])
+            return _bad_request(error)
+        cell = self.set_jitter(body["enabled"])
         held = self._hold_lease(seconds)
-        cell = {"jitter": body["enabled"], "timers": sorted(self._registry.timers)}
         return JSONResponse({"cells": {str(self._cell_index()): cell}, "lease": held})
 
     async def _invalidate(self, _request: Request) -> Response:
-        removed = prewarmed = 0
-        prewarming = all(o.enabled for o in self._registry.defenses.get("cache_prewarming", []))
-        errors: dict[str, str] = {}
-        for name, cache in self._registry.caches.items():
-            # One cache's callback failing must not keep the others from being dropped.
-            try:
-                cache.invalidations += 1
-                removed += await _maybe_await(cache.invalidate())
-                if cache.prewarm is not None and prewarming:
-                    prewarmed += await _maybe_await(cache.prewarm())
-            except Exception as error:
-                errors[name] = f"{type(error).__name__}: {error}"
-        cell: dict[str, Any] = {"removed": removed, "prewarmed": prewarmed}
-        if errors:
-            cell["errors"] = errors
+        cell = await self.invalidate_caches()
         return JSONResponse({"cells": {str(self._cell_index()): cell}})
 
     async def _reset(self, _request: Request) -> Response:
         cleared = self.faults.clear()
         self.lease.release()
         self._restore()
-        cell = {"faults_cleared": cleared, "defenses": self.state()["defenses"]}
+        cell = {"faults_cleared": cleared, "defenses": self._defense_states()}
         return JSONResponse({"restarted": [], "cells": {str(self._cell_index()): cell}})
 
     async def _lease(self, request: Request) -> Response:
         if request.method == "POST":
             try:
-                body = await _json_body(request)
-                seconds = validate_lease_seconds(body.get("seconds"), self.lease_seconds)
+                body = check(renewal_schema(), await _json_body(request))
+                seconds = check_lease_seconds(body.get("seconds"), self.lease_seconds, "seconds")
             except ValueError as error:
-                return _bad_request(str(error).replace("lease_seconds", "seconds"))
+                return _bad_request(error)
             self.lease.renew(seconds)
         return JSONResponse(self.lease.view())
 
@@ -498,21 +649,20 @@ class EmergenceAdmin:
         )
 
     async def _events(self, request: Request) -> Response:
-        raw = request.query_params.get("since", "0")
         try:
-            since = float(raw)
-        except ValueError:
-            return _bad_request(f"since must be epoch seconds, got {raw!r}")
+            since = check_query_number(request.query_params.get("since"), "since", SINCE, 0.0)
+        except ValueError as error:
+            return _bad_request(error)
         events = [{**e.as_dict(), "cell": self._cell} for e in self.events.since(since)]
         return JSONResponse({"started_at": self.started_at, "events": events, "unanswered": {}})
 
     async def _increase(self, request: Request) -> Response:
         try:
-            seconds = float(request.query_params.get("seconds", "30"))
-            if not 0 < seconds <= MAX_WINDOW_SECONDS:
-                raise ValueError
-        except ValueError:
-            return _bad_request(f"seconds must be a number in (0, {MAX_WINDOW_SECONDS:.0f}]")
+            seconds = check_query_number(
+                request.query_params.get("seconds"), "seconds", metric_window_schema(), 30.0
+            )
+        except ValueError as error:
+            return _bad_request(error)
         if self._ticker is None:
             return JSONResponse(
                 {

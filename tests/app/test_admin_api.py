@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chaosemergence.app.admin_schema import MAX_BODY_BYTES
+from chaosemergence.contract import MAX_BODY_BYTES
 from tests.app.helpers import answered_state, problems
 from tests.conftest import RunningSystem, start_system, stop_system
 

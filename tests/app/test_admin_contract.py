@@ -1,4 +1,4 @@
-"""The admin API's contract (app/admin_schema.py): a valid OpenAPI document, and the
+"""The admin API's contract (chaosemergence/contract.py): a valid OpenAPI document, and the
 checks the handlers run refusing what the document says is invalid, naming the field."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from chaosemergence.app.admin_schema import AdminContract, InvalidField, check
 from chaosemergence.app.switches import ALL_DEFENSES
+from chaosemergence.contract import AdminContract, InvalidField, check
 
 DEPENDENCIES = ("database", "payments", "recommendations")
 

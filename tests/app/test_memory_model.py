@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from chaosemergence.app.memory import MB, MemoryModel, validate_pressure_request
+from chaosemergence.app.memory import MB, MemoryModel
 from chaosemergence.app.settings import SystemSettings
+from chaosemergence.contract import check_pressure
 from chaosemergence.defenses import EventLog
 
 
@@ -192,4 +193,4 @@ def test_clear_releases_the_ballast_and_resets_the_guardrails() -> None:
 def test_bad_pressure_requests_name_the_field(body: dict[str, object], field: str) -> None:
     """Every bad number is refused with a message that names its field."""
     with pytest.raises(ValueError, match=field):
-        validate_pressure_request(body)
+        check_pressure(body)
