@@ -25,6 +25,9 @@
 #   cut  held (the activation check may fail: the defenses are off).
 # Exit 1: the mode's verdict is wrong; 2: usage error or no journal written.
 # VENV (default .venv in the repository) selects the environment whose `chaos` runs.
+# EXTRA_VARS adds `--var` settings after the mode's, space-separated NAME=VALUE words (letters,
+# digits and . _ - : only), e.g. EXTRA_VARS="scale=5": the same dynamics at five times the
+# capacity and traffic (docs/scaling.md, "Experiments at scale").
 # .ci/weekly.sh runs this once per mode with a real Prometheus and collects the artifacts.
 set -euo pipefail
 
@@ -78,13 +81,25 @@ if [[ "$mode" == off ]]; then
 elif [[ "$mode" == cut ]]; then
   command+=(--var defenses=off --var loop=cut)
 fi
+extra_vars=()
+read -r -a extra_vars <<<"${EXTRA_VARS:-}"
+for var in "${extra_vars[@]}"; do
+  [[ "$var" =~ ^[A-Za-z_][A-Za-z0-9_]*(:[a-z]+)?=[A-Za-z0-9._:-]*$ ]] || {
+    echo "EXTRA_VARS: not a NAME=VALUE word (letters, digits, . _ - :): $var" >&2
+    exit 2
+  }
+  command+=(--var "$var")
+done
 command+=("$experiment")
 
 echo "+ ${command[*]}" >&2
 status=0
 "${command[@]}" || status=$?
-printf '{"experiment": "%s", "profile": "%s", "mode": "%s", "chaos_exit": %d}\n' \
-  "$name" "$profile" "$mode" "$status" >"$meta"
+# EXTRA_VARS, when given, as "vars" (their characters need no JSON escaping).
+vars_json=""
+[[ ${#extra_vars[@]} -eq 0 ]] || vars_json=", \"vars\": \"${extra_vars[*]}\""
+printf '{"experiment": "%s", "profile": "%s", "mode": "%s"%s, "chaos_exit": %d}\n' \
+  "$name" "$profile" "$mode" "$vars_json" "$status" >"$meta"
 
 if [[ ! -s "$journal" ]]; then
   echo "no journal written at $journal (chaos exited $status)" >&2

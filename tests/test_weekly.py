@@ -269,6 +269,24 @@ def test_script_runs_the_canonical_command(stub: Stub, given: tuple[str, ...], m
     assert (stub.results / ".gitignore").read_text() == "*\n"
 
 
+def test_script_passes_extra_vars_after_the_mode_and_records_them(stub: Stub) -> None:
+    """EXTRA_VARS="scale=5 x=y": one `--var` each, after the mode's; the run file names them."""
+    out = run_script(stub, FLAGSHIP, "ci", "cut", EXTRA_VARS="scale=5  other:int=2")
+    assert out.returncode == 0, out.stderr
+    expected = canonical(stub.results, FLAGSHIP, "ci", "cut")
+    expected[-1:-1] = ["--var", "scale=5", "--var", "other:int=2"]
+    assert stub.calls() == [expected]
+    meta = json.loads((stub.results / f"run-{FLAGSHIP}-cut.json").read_text())
+    assert meta["vars"] == "scale=5 other:int=2" and meta["mode"] == "cut"
+
+
+@pytest.mark.parametrize("bad", ["scale", "scale=5;rm", "=5", 'scale="5"', "scale=$(id)"])
+def test_script_refuses_extra_vars_that_are_not_name_value_words(stub: Stub, bad: str) -> None:
+    out = run_script(stub, FLAGSHIP, "ci", "on", EXTRA_VARS=bad)
+    assert out.returncode == 2 and "EXTRA_VARS" in out.stderr, out.stderr
+    assert stub.calls() == []
+
+
 @pytest.mark.parametrize(
     ("mode", "journal", "chaos_exit", "expected"),
     [

@@ -37,6 +37,7 @@ from chaosemergence.app.switches import ALL_DEFENSES
 from chaosemergence.client import AdminClient
 from chaosemergence.extras import MissingExtraError, require
 from chaosemergence.lease import keep_lease, release_lease
+from chaosemergence.scaling import parse_scale, scale_system
 from chaosemergence.settings import (
     BASELINE_KEY,
     BASELINE_WINDOW_KEY,
@@ -165,6 +166,7 @@ def before_experiment_control(
     keep_on: list[str] | None = None,
     loop: str = "on",
     loop_cut: dict[str, Any] | None = None,
+    scale: Any = 1,
     **kwargs: Any,
 ) -> None:
     """Start the reference system unless one already answers, then switch defenses on or off.
@@ -174,11 +176,18 @@ def before_experiment_control(
     because they are not the ones under test (e.g. `cellular_routing` for a pattern that
     lives inside each cell, where failover onto a cell that escaped would hide it).
     `loop` is "on" (default) or "cut": "cut" starts the system with `loop_cut` merged over
-    `system`, so it needs to start the system itself.
+    `system`, so it needs to start the system itself. `scale` (1 to 20, default 1)
+    multiplies every capacity of the system it starts (chaosemergence.scaling); the
+    traffic control multiplies the users by the same `scale`.
     """
     global _started
     enabled = parse_switch("defenses", defenses)
     overrides = system_overrides(system, str(loop).strip().lower(), loop_cut)
+    try:
+        factor = parse_scale(scale)
+        overrides = scale_system(overrides, factor)
+    except ValueError as error:
+        raise InterruptExecution(f"reference-system control: {error}") from None
     cut = str(loop).strip().lower() == "cut"
     if keep_on is not None and (
         not isinstance(keep_on, list) or not all(n in ALL_DEFENSES for n in keep_on)
@@ -195,9 +204,19 @@ def before_experiment_control(
                 f"loop=cut changes the system's settings at start, but a reference system "
                 f"already answers at {settings.emergence_url}: stop it or use another port"
             )
+        if factor != 1:
+            raise InterruptExecution(
+                f"scale {factor:g} multiplies the system's capacities at start, but a reference "
+                f"system already answers at {settings.emergence_url}: stop it or use another port"
+            )
         logger.info("reference system already answers at %s: using it", settings.emergence_url)
     else:
-        logger.info("starting the reference system (%d cells) at %s", cells, settings.emergence_url)
+        logger.info(
+            "starting the reference system (%d cells, capacities x%g) at %s",
+            cells,
+            factor,
+            settings.emergence_url,
+        )
         _started = start_reference_system(settings, int(cells), int(seed), overrides)
         if cut:
             logger.info("feedback loop cut (loop=cut): %s", json.dumps(loop_cut))

@@ -30,6 +30,7 @@ from typing import Any
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
+from chaosemergence.scaling import parse_scale, scale_traffic
 from chaosemergence.settings import EXPERIMENT_START_KEY, ExtensionSettings, traffic_state_dir
 from chaosemergence.traffic.runner import (
     HTML_REPORT,
@@ -73,6 +74,7 @@ def before_experiment_control(
     host: str | None = None,
     allow_remote: bool = False,
     html_report: str | None = None,
+    scale: Any = 1,
     **kwargs: Any,
 ) -> None:
     """Start Locust against `host` (default `emergence_url`), then wait `warmup` seconds.
@@ -82,7 +84,9 @@ def before_experiment_control(
     loopback needs `allow_remote: true`. `html_report` is where to copy Locust's HTML report
     when the traffic stops. `load` passes further TrafficSpec fields to the built-in
     locustfile: population, hot_keys, hot_share, wait_min, wait_max, sync_period,
-    spike_multiplier, spike_fraction, seed.
+    spike_multiplier, spike_fraction, seed. `scale` (1 to 20, default 1) multiplies
+    `users`, `spawn_rate` and the user base (`population`), as the reference-system control
+    multiplies the system's capacities (chaosemergence.scaling).
     """
     global _running, _report_copy, _outcome
     settings = ExtensionSettings.from_chaos(configuration, secrets)
@@ -92,6 +96,7 @@ def before_experiment_control(
         # For the probes that look back to the experiment's start (check_defense_activation).
         configuration[EXPERIMENT_START_KEY] = time.time()
     try:
+        users, spawn_rate, load = scale_traffic(users, spawn_rate, load, scale)
         spec = TrafficSpec(
             target_url=target,
             users=users,
@@ -101,7 +106,7 @@ def before_experiment_control(
             workers=workers,
             locustfile=locustfile,
             allow_remote=allow_remote,
-            **(load or {}),
+            **load,
         )
         stop_traffic(state_dir)  # a run left behind by a killed `chaos` process
         start_traffic(spec, state_dir)
@@ -109,11 +114,18 @@ def before_experiment_control(
         raise InterruptExecution(f"traffic control: {error}") from None
     _running = state_dir
     _report_copy = Path(html_report) if html_report else None
-    _outcome = {"name": EXTENSION_NAME, "target": target, "locustfile": locustfile}
+    _outcome = {
+        "name": EXTENSION_NAME,
+        "target": target,
+        "locustfile": locustfile,
+        "scale": parse_scale(scale),
+        "users": spec.users,
+    }
     logger.info(
-        "traffic: %d users (%s) against %s; warming up %ss",
-        users,
+        "traffic: %d users (%s, scale %g) against %s; warming up %ss",
+        spec.users,
         locustfile or shape,
+        _outcome["scale"],
         target,
         warmup,
     )
