@@ -41,10 +41,13 @@ lint: venv
 # run beside this one.
 # The experience and effectiveness sections read the journals .ci/run-experiment.sh left in
 # $(RESULTS_DIR), when there are any (BENCH_ARGS=--experience measures them instead).
+# From a fresh clone (no journals yet) it measures them: --experience runs `make run` and the
+# CI-profile set (about ten minutes more), and the effectiveness section reads that set.
 BENCH_ARGS ?=
+BENCH_JOURNALS = $(if $(wildcard $(RESULTS_DIR)/journal-*.json),--results $(RESULTS_DIR),\
+	$(if $(findstring --quick,$(BENCH_ARGS)),,--experience))
 bench: venv
-	$(PY) -m chaosemergence.bench \
-		$(if $(wildcard $(RESULTS_DIR)/journal-*.json),--results $(RESULTS_DIR)) $(BENCH_ARGS)
+	$(PY) -m chaosemergence.bench $(BENCH_JOURNALS) $(BENCH_ARGS)
 
 # Ten minutes (SOAK_ARGS="--minutes N" to change) of steady traffic against one system, a
 # fault every minute, the flagship experiment back to back; prints per process memory,
