@@ -1,11 +1,13 @@
 """The HTTP face of one cell: user routes, internal admin routes and /metrics.
 
-The generic admin operations (faults on the cell's dependencies, cache invalidation, jitter
-removal, defense switches) are the embedding's (``chaosemergence.embed.EmergenceAdmin``,
-answered as one cell of the system: ``cell_routes``), with the cell's dependencies, cache,
-timers and defenses registered; the routes only the reference system has (memory pressure,
-the metastable state and its resumption, the full state, the events of earlier processes,
-the synchronization signals, lost writes) are this module's.
+The generic admin operations are the embedding's (``chaosemergence.embed.EmergenceAdmin``,
+answered as one cell of the system: ``cell_routes``) with the cell's parts registered:
+faults on its dependencies, cache invalidation, jitter removal, defense switches, the reset
+(the cell's own reset work is an ``on_reset`` hook), the events (those of the cell's earlier
+processes are its ``history``), ``/admin/increase`` and ``/metrics`` (the cell's collector
+on the embedding's recorder's registry). The routes only the reference system has (memory
+pressure, the metastable state and its resumption, the full state, the synchronization
+signals, lost writes, process figures) are this module's.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -28,14 +29,8 @@ from chaosemergence.app.cell_service import CellService, Reply
 from chaosemergence.app.metrics import CellCollector
 from chaosemergence.app.process import process_figures
 from chaosemergence.app.switches import DEFENSES
-from chaosemergence.app.window import MetricWindow
-from chaosemergence.contract import (
-    SINCE,
-    InvalidField,
-    check_pressure,
-    check_query_number,
-    metric_window_schema,
-)
+from chaosemergence.contract import InvalidField, check_pressure
+from chaosemergence.defenses.metrics import PrometheusRecorder
 from chaosemergence.embed import EmergenceAdmin
 
 __all__ = ["create_cell_app", "json_body", "reply_response"]
@@ -105,25 +100,37 @@ class _JitterRemoval:
         self._service.set_jitter(on)
 
 
-def embedded_admin(service: CellService) -> EmergenceAdmin:
+def embedded_admin(service: CellService, recorder: PrometheusRecorder) -> EmergenceAdmin:
     """The cell's generic admin operations, served by the embedding: its dependencies draw
     the faults themselves (from the service's table, a timeout holds a simulated worker), its
-    profile cache prewarms in the background, its defenses switch together."""
-    admin = EmergenceAdmin(token=None, events=service.events, faults=service.faults)
+    profile cache prewarms in the background, its defenses switch together, its reset does
+    the cell's own work too, its events include its earlier processes', and its series (the
+    cell's collector, on ``recorder``'s registry) are the embedding's ``/metrics``."""
+    admin = EmergenceAdmin(
+        token=None,
+        recorder=recorder,
+        events=service.events,
+        faults=service.faults,
+        history=service.earlier_events,
+    )
+    recorder.registry.register(CellCollector(service))
     for name in service.dependencies:
         admin.fault_target(name)
     admin.cache("profiles", invalidate=service.invalidate_cache)
     admin.timer("timers", jitter=_JitterRemoval(service))
     admin.defense_group(DEFENSES, get=lambda name: service.enabled[name], set=service.set_switches)
+    admin.on_reset(service.reset_own)
     return admin
 
 
 def create_cell_app(
-    service: CellService, token: str, *, registry: CollectorRegistry | None = None
+    service: CellService, token: str, *, recorder: PrometheusRecorder | None = None
 ) -> Starlette:
-    registry = registry or CollectorRegistry()
-    registry.register(CellCollector(service))
-    window = MetricWindow(registry)
+    """``recorder``: the one the service's defenses record through (its registry gets the
+    cell's collector); a new one on a registry of its own when None."""
+    if recorder is None:
+        recorder = PrometheusRecorder(CollectorRegistry(), cell=str(service.index))
+    admin = embedded_admin(service, recorder)
 
     async def profile(request: Request) -> Response:
         return reply_response(await service.profile(request.path_params["user_id"]))
@@ -146,12 +153,6 @@ def create_cell_app(
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok", "cell": service.index})
-
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def reset(_: Request) -> Response:
-        return JSONResponse(await service.reset())
 
     async def memory_pressure(request: Request) -> Response:
         try:
@@ -186,22 +187,6 @@ def create_cell_app(
     async def state(_: Request) -> Response:
         return SafeJSONResponse(service.state())
 
-    async def events(request: Request) -> Response:
-        try:
-            since = check_query_number(request.query_params.get("since"), "since", SINCE, 0.0)
-        except ValueError as error:
-            return _bad_request(error)
-        return SafeJSONResponse(service.events_since(since))
-
-    async def increase(request: Request) -> Response:
-        try:
-            seconds = check_query_number(
-                request.query_params.get("seconds"), "seconds", metric_window_schema(), 30.0
-            )
-        except ValueError as error:
-            return _bad_request(error)
-        return JSONResponse(window.increase(seconds))
-
     async def process(_: Request) -> Response:
         """Resident memory, descriptors, threads and this loop's asyncio tasks (the soak)."""
         import asyncio
@@ -222,20 +207,12 @@ def create_cell_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        import asyncio
-
         await service.start()
-
-        async def tick() -> None:
-            while True:
-                window.tick()
-                await asyncio.sleep(1.0)
-
-        ticker = asyncio.create_task(tick())
         try:
-            yield
+            # The embedding's metrics window (/admin/increase) ticks while the cell runs.
+            async with admin.running():
+                yield
         finally:
-            ticker.cancel()
             await service.stop()
 
     routes = [
@@ -243,16 +220,13 @@ def create_cell_app(
         Route("/users/{user_id}/payments", payments, methods=["POST"]),
         Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),
         Route("/health", health),
-        Route("/metrics", metrics),
-        *embedded_admin(service).cell_routes("/admin"),
-        Route("/admin/reset", reset, methods=["POST"]),
+        Route("/metrics", admin.metrics),
+        *admin.cell_routes("/admin"),
         Route("/admin/memory-pressure", memory_pressure, methods=["POST"]),
         Route("/admin/signals", signals, methods=["POST"]),
         Route("/admin/metastable", metastable),
         Route("/admin/metastable/resume", resume, methods=["POST"]),
         Route("/admin/state", state),
-        Route("/admin/events", events),
-        Route("/admin/increase", increase),
         Route("/admin/payments/missing", missing, methods=["POST"]),
         Route("/admin/process", process, methods=["GET"]),
     ]

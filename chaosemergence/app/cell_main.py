@@ -80,7 +80,9 @@ async def _serve(args: argparse.Namespace) -> int:
             exit_marker(run_dir, args.index).write_text(f"oom_killed: {reason}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
-    registry = CollectorRegistry()
+    # One registry: the defenses' series, the cell's collector (create_cell_app) and the
+    # embedding's /metrics and /admin/increase read it.
+    recorder = PrometheusRecorder(CollectorRegistry(), cell=str(args.index))
     service = CellService(
         args.index,
         settings,
@@ -91,7 +93,7 @@ async def _serve(args: argparse.Namespace) -> int:
         events_file=events_file(run_dir, args.index),
         switches=json.loads(args.switches) if args.switches else None,
         jitter_removed=args.jitter_removed,
-        recorder=PrometheusRecorder(registry, cell=str(args.index)),
+        recorder=recorder,
     )
     # Faults of this cell that outlived its previous process: what is left of them.
     if args.memory_pressure:
@@ -101,7 +103,7 @@ async def _serve(args: argparse.Namespace) -> int:
     for fault_id, fault in (json.loads(args.faults) if args.faults else {}).items():
         service.inject_fault(fault, fault_id)
         logger.warning("cell %s: fault %s re-injected: %s", args.index, fault_id, fault)
-    app = create_cell_app(service, token, registry=registry)
+    app = create_cell_app(service, token, recorder=recorder)
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
     else:

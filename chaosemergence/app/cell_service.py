@@ -852,11 +852,10 @@ class CellService:
         """Switch defenses on or off and bring every defense object in line."""
         apply_switches(self, switches)
 
-    async def reset(self) -> dict[str, Any]:
-        """Back to normal: faults gone, defenses on, jitter back, ingress open, caches warm."""
-        cleared = self.faults.clear()
-        self.set_switches(dict.fromkeys(DEFENSES, True))
-        self.jitter_removed = False
+    async def reset_own(self) -> dict[str, Any]:
+        """The cell's own part of a reset, after the embedding cleared the faults and put every
+        defense and the jitter back (``EmergenceAdmin.reset``): the defenses' state, the
+        ingress, the memory ballast and queues back to normal, the cache warm."""
         self.jitter_restored_by = None
         for breaker in self.all_breakers():
             breaker.reset()
@@ -872,17 +871,16 @@ class CellService:
         drained = self.drain_queues()
         prewarmed = await self.prewarm_hottest("reset")
         return {
-            "faults_cleared": cleared,
             "ballast_released_bytes": released,
             "queued_calls_drained": drained,
             "prewarmed": prewarmed,
         }
 
     # ----------------------------------------------------------------- reading
-    def events_since(self, since: float) -> list[dict[str, Any]]:
-        """Events at or after ``since``, those of this cell's earlier processes included."""
-        earlier = [e for e in self.previous_events if e["at"] >= since]
-        return earlier + [e.as_dict() for e in self.events.since(since)]
+    def earlier_events(self, since: float) -> list[dict[str, Any]]:
+        """The events at or after ``since`` that this cell's earlier processes recorded (the
+        embedding's ``history``: ``/admin/events`` lists them before this process's)."""
+        return [e for e in self.previous_events if e["at"] >= since]
 
     def resume_recovery(self, reason: str) -> dict[str, Any]:
         """An operator's answer to a recovery that asked for manual intervention."""

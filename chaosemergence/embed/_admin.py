@@ -7,9 +7,12 @@ extension's actions and probes drive a user's service unchanged. The service is 
 failure domain (one "cell", the recorder's ``cell`` label).
 
 Each operation is first one cell's (``add_fault``, ``switch_defenses``, ``set_jitter``,
-``invalidate_caches``: the per-cell answers); ``admin_app`` answers them as a system of one
-cell (the answer under ``cells``, and the lease), ``cell_routes`` as one cell of a larger
-system whose gateway fans out to it and holds the lease: the reference system's cells.
+``invalidate_caches``, ``reset``, ``events_since``, ``window.increase``: the per-cell
+answers); ``admin_app`` answers them as a system of one cell (the answer under ``cells``,
+and the lease), ``cell_routes`` as one cell of a larger system whose gateway fans out to it
+and holds the lease: the reference system's cells. A host adds what only it knows through
+hooks: the events of its earlier processes (``history``), its own reset work (``on_reset``),
+and its own series on the recorder's registry (``recorder``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import functools
 import hmac
 import itertools
 import json
+import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -125,6 +129,11 @@ class Dependency:
         }
 
 
+# The events of a host's earlier processes at or after a time (``history``), as dicts.
+History = Callable[[float], Iterable[Mapping[str, Any]]]
+# A host's own reset work (``on_reset``): what it did, by name, added to the reset's answer.
+ResetHook = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
+
 # What a cache's callbacks return: how many entries, or counts by name (``removed``,
 # ``prewarming`` for a refill started in the background, ...), summed over the caches.
 Counts = int | Mapping[str, int]
@@ -155,6 +164,7 @@ class _Registry:
     timers: dict[str, Switchable] = field(default_factory=dict)
     defenses: dict[str, list[Switchable]] = field(default_factory=dict)
     groups: list[_Group] = field(default_factory=list)
+    reset_hooks: list[ResetHook] = field(default_factory=list)
 
 
 def _bad_request(error: ValueError) -> JSONResponse:
@@ -180,9 +190,20 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _maybe_await(value: Counts | Awaitable[Counts]) -> Counts:
+async def _maybe_await[T](value: T | Awaitable[T]) -> T:
     if isinstance(value, Awaitable):
         return await value
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with non-finite floats (an event's infinite risk) as null: JSON has none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
     return value
 
 
@@ -207,6 +228,10 @@ class EmergenceAdmin:
 
     Give the defenses ``events=admin.events`` (their activations are ``/admin/events``) and
     record user requests with ``admin.recorder.request(route, outcome, seconds)``.
+
+    A host with more to say passes ``recorder`` (its own registry: its collectors' series
+    are ``/metrics`` and ``/admin/increase`` too), ``history`` (events its earlier processes
+    recorded, listed before this process's) and registers ``on_reset`` work.
     """
 
     def __init__(
@@ -219,9 +244,12 @@ class EmergenceAdmin:
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
         faults: FaultTable | None = None,
+        history: History | None = None,
     ) -> None:
         """``token`` None: only ``cell_routes`` is served, behind the host app's own auth.
-        ``faults``: a table the service's own dependencies already draw from."""
+        ``faults``: a table the service's own dependencies already draw from. ``history``:
+        ``history(since)`` gives the events at or after ``since`` that earlier processes of
+        this service recorded (``/admin/events`` lists them first)."""
         if token is not None and (not isinstance(token, str) or len(token) < 16):
             raise ValueError("token must be a string of at least 16 characters")
         self._token = token.encode() if token is not None else None
@@ -242,6 +270,7 @@ class EmergenceAdmin:
         self.jitter_removed = False
         self.started_at = time.time()
         self._ticker: asyncio.Task[None] | None = None
+        self._history = history
 
     # ------------------------------------------------------------------ registration
     def dependency(
@@ -326,6 +355,14 @@ class EmergenceAdmin:
             if name in self.defense_names:
                 raise ValueError(f"defense: {name!r} is already registered")
         self._registry.groups.append(_Group(tuple(names), get, set))
+
+    def on_reset(self, hook: ResetHook) -> None:
+        """Register the service's own reset work, run by ``/admin/reset`` after the faults are
+        cleared and every defense and jitter is back: ``hook()`` (sync or async) returns what
+        it did by name (``{"queued_calls_drained": 3}``), added to the reset's answer."""
+        if not callable(hook):
+            raise ValueError(f"hook: must be callable, got {hook!r}")
+        self._registry.reset_hooks.append(hook)
 
     @staticmethod
     def _check_name(what: str, name: str, known: Mapping[str, Any]) -> None:
@@ -476,6 +513,24 @@ class EmergenceAdmin:
             cell["errors"] = errors
         return cell
 
+    async def reset(self) -> dict[str, Any]:
+        """Back to normal: faults cleared, lease released, every defense and jitter back on,
+        then the registered ``on_reset`` work; this cell's answer."""
+        cleared = self.faults.clear()
+        self.lease.release()
+        self._restore()
+        cell: dict[str, Any] = {"faults_cleared": cleared}
+        for hook in self._registry.reset_hooks:
+            cell.update(await _maybe_await(hook()))
+        cell["defenses"] = self._defense_states()
+        return cell
+
+    def events_since(self, since: float) -> list[dict[str, Any]]:
+        """The events at or after ``since``: the earlier processes' (``history``), then this
+        one's; this cell's answer."""
+        earlier = [dict(e) for e in self._history(since)] if self._history is not None else []
+        return earlier + [e.as_dict() for e in self.events.since(since)]
+
     # ------------------------------------------------------------------ HTTP
     def routes(self) -> list[BaseRoute]:
         """``/admin/...`` (token-protected) and ``/metrics``, for ``Starlette(routes=...)``;
@@ -513,6 +568,9 @@ class EmergenceAdmin:
             Route(f"{prefix}/defenses", self._cell_defenses, methods=["POST"]),
             Route(f"{prefix}/jitter", self._cell_jitter, methods=["POST"]),
             Route(f"{prefix}/cache/invalidate", self._cell_invalidate, methods=["POST"]),
+            Route(f"{prefix}/reset", self._cell_reset, methods=["POST"]),
+            Route(f"{prefix}/events", self._cell_events, methods=["GET"]),
+            Route(f"{prefix}/increase", self._cell_increase, methods=["GET"]),
         ]
 
     async def metrics(self, _request: Request) -> Response:
@@ -551,6 +609,41 @@ class EmergenceAdmin:
 
     async def _cell_invalidate(self, _request: Request) -> Response:
         return JSONResponse(await self.invalidate_caches())
+
+    async def _cell_reset(self, _request: Request) -> Response:
+        return JSONResponse(_finite(await self.reset()))
+
+    async def _cell_events(self, request: Request) -> Response:
+        try:
+            since = check_query_number(request.query_params.get("since"), "since", SINCE, 0.0)
+        except ValueError as error:
+            return _bad_request(error)
+        return JSONResponse(_finite(self.events_since(since)))
+
+    async def _cell_increase(self, request: Request) -> Response:
+        try:
+            seconds = self._window_seconds(request)
+        except ValueError as error:
+            return _bad_request(error)
+        if self._ticker is None:
+            return self._not_ticking()
+        return JSONResponse(self.window.increase(seconds))
+
+    @staticmethod
+    def _window_seconds(request: Request) -> float:
+        return check_query_number(
+            request.query_params.get("seconds"), "seconds", metric_window_schema(), 30.0
+        )
+
+    @staticmethod
+    def _not_ticking() -> JSONResponse:
+        return JSONResponse(
+            {
+                "error": "the metrics window is not running: run the app with "
+                "lifespan=admin.lifespan, or enter `async with admin.running()` in yours"
+            },
+            status_code=503,
+        )
 
     # A system of one cell.
     async def _add_fault(self, request: Request) -> Response:
@@ -615,11 +708,8 @@ class EmergenceAdmin:
         return JSONResponse({"cells": {str(self._cell_index()): cell}})
 
     async def _reset(self, _request: Request) -> Response:
-        cleared = self.faults.clear()
-        self.lease.release()
-        self._restore()
-        cell = {"faults_cleared": cleared, "defenses": self._defense_states()}
-        return JSONResponse({"restarted": [], "cells": {str(self._cell_index()): cell}})
+        cell = await self.reset()
+        return JSONResponse(_finite({"restarted": [], "cells": {str(self._cell_index()): cell}}))
 
     async def _lease(self, request: Request) -> Response:
         if request.method == "POST":
@@ -653,24 +743,18 @@ class EmergenceAdmin:
             since = check_query_number(request.query_params.get("since"), "since", SINCE, 0.0)
         except ValueError as error:
             return _bad_request(error)
-        events = [{**e.as_dict(), "cell": self._cell} for e in self.events.since(since)]
-        return JSONResponse({"started_at": self.started_at, "events": events, "unanswered": {}})
+        events = [{**e, "cell": self._cell} for e in self.events_since(since)]
+        return JSONResponse(
+            _finite({"started_at": self.started_at, "events": events, "unanswered": {}})
+        )
 
     async def _increase(self, request: Request) -> Response:
         try:
-            seconds = check_query_number(
-                request.query_params.get("seconds"), "seconds", metric_window_schema(), 30.0
-            )
+            seconds = self._window_seconds(request)
         except ValueError as error:
             return _bad_request(error)
         if self._ticker is None:
-            return JSONResponse(
-                {
-                    "error": "the metrics window is not running: run the app with "
-                    "lifespan=admin.lifespan, or enter `async with admin.running()` in yours"
-                },
-                status_code=503,
-            )
+            return self._not_ticking()
         return JSONResponse(
             {"seconds": seconds, "samples": self.window.increase(seconds), "unanswered": {}}
         )

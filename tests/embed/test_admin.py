@@ -394,3 +394,56 @@ async def test_every_cache_is_dropped_even_when_one_callback_fails() -> None:
     assert cell["removed"] == 2 and cell["prewarmed"] == 1
     assert "cache server unreachable" in cell["errors"]["remote"]
     assert entries == {1: "a"}
+
+
+async def test_a_host_adds_its_history_reset_work_and_collectors() -> None:
+    """``history`` (earlier processes' events, listed first), ``on_reset`` (the host's own
+    reset work, its counts in the answer, run after the defenses are back on) and a given
+    ``recorder`` (the host's collector's series on ``/metrics``): the hooks a reference cell
+    uses, in a system of one cell."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    from chaosemergence.defenses.metrics import PrometheusRecorder
+
+    registry = CollectorRegistry()
+    Counter("host_jobs", "The host's own series.", registry=registry).inc()
+    earlier = {
+        "defense": "breaker",
+        "kind": "activated",
+        "at": 1.0,
+        "reason": "before",
+        "detail": {},
+    }
+    admin = EmergenceAdmin(
+        token=TOKEN,
+        recorder=PrometheusRecorder(registry),
+        history=lambda since: [earlier] if since <= 1.0 else [],
+    )
+    breaker = CircuitBreaker("db", events=admin.events)
+    admin.defense("circuit_breaker", breaker)
+    seen_on: list[bool] = []
+
+    async def drain() -> dict[str, int]:
+        seen_on.append(breaker.enabled)
+        return {"queued_calls_drained": 4}
+
+    admin.on_reset(drain)
+    admin.events.record("circuit_breaker", "activated", "now")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=Starlette(routes=admin.routes())),
+        base_url="http://t",
+        headers=headers,
+    ) as client:
+        events = (await client.get("/admin/events", params={"since": 0})).json()["events"]
+        assert [(e["reason"], e["cell"]) for e in events] == [("before", "0"), ("now", "0")]
+        later = (await client.get("/admin/events", params={"since": 2})).json()["events"]
+        assert [e["reason"] for e in later] == ["now"]
+
+        await client.post("/admin/defenses", json={"enabled": False})
+        reset = (await client.post("/admin/reset")).json()["cells"]["0"]
+        assert reset["queued_calls_drained"] == 4 and seen_on == [True]
+        assert reset["defenses"] == {"circuit_breaker": True}
+        assert "host_jobs_total 1.0" in (await client.get("/metrics")).text
+    with pytest.raises(ValueError, match="hook"):
+        admin.on_reset("not callable")  # type: ignore[arg-type]
