@@ -93,7 +93,7 @@ class _JitterRemoval:
 
     @property
     def enabled(self) -> bool:
-        return not self._service.jitter_removed
+        return not self._service.timers.removed
 
     @enabled.setter
     def enabled(self, on: bool) -> None:
@@ -114,7 +114,7 @@ def embedded_admin(service: CellService, recorder: PrometheusRecorder) -> Emerge
         history=service.earlier_events,
     )
     recorder.registry.register(CellCollector(service))
-    for name in service.dependencies:
+    for name in service.clients.dependencies:
         admin.fault_target(name)
     admin.cache("profiles", invalidate=service.invalidate_cache)
     admin.timer("timers", jitter=_JitterRemoval(service))

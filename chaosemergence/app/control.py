@@ -29,12 +29,14 @@ Measurement choices (see docs/decisions.md):
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import math
+import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +58,12 @@ from chaosemergence.defenses.detect import (
 )
 
 if TYPE_CHECKING:
-    from chaosemergence.app.cell_service import CellService
+    from chaosemergence.app.cell_timers import CellTimers
+    from chaosemergence.app.dependency_clients import DependencyClients
+    from chaosemergence.app.ingress import CellIngress
+    from chaosemergence.app.memory import MemoryModel
+    from chaosemergence.app.profile_cache import ProfileCache
+    from chaosemergence.app.settings import SystemSettings
 
 __all__ = ["CALL_GRAPH", "CellControl", "CellMeter", "MeterReading", "percentile"]
 
@@ -159,17 +166,36 @@ class CellMeter:
 
 
 class CellControl:
-    """One cell's ControlLoop, its inputs and the execution of what it decides."""
+    """One cell's ControlLoop, its inputs and the execution of what it decides.
+
+    It reads the cell's parts (the dependency clients' counters, the profile cache, the
+    ingress meter and boundary, the memory model) and acts on them; ``spawn`` runs the
+    background work it starts (cancelled when the cell stops).
+    """
 
     def __init__(
         self,
-        service: CellService,
+        index: int,
+        settings: SystemSettings,
         *,
+        clients: DependencyClients,
+        profiles: ProfileCache,
+        ingress: CellIngress,
+        memory: MemoryModel,
+        timers: CellTimers,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
         events: EventLog | None = None,
     ) -> None:
-        self.service = service
-        settings = service.settings
+        self._index = index
+        self._settings = settings
+        self._clients = clients
+        self._profiles = profiles
+        self._ingress = ingress
+        self._memory = memory
+        self._timers = timers
+        self._spawn = spawn
         self._clock = clock
         self.metastable = MetastableDetector(
             60.0,
@@ -183,14 +209,14 @@ class CellControl:
             step_seconds=settings.recovery_step_seconds,
             pause_seconds=settings.recovery_pause_seconds,
             clock=clock,
-            rng=service.rng,
+            rng=rng,
             events=events,
         )
         self.stampede = StampedeDetector(events=events)
         self.loop = ControlLoop(
-            breakers=service.loop_breakers(),
-            shedder=service.shedder,
-            jitters=[service.jitter],
+            breakers=clients.loop_breakers(),
+            shedder=ingress.shedder,
+            jitters=[timers.jitter],
             metastable=self.metastable,
             recovery=self.recovery,
             stampede=self.stampede,
@@ -242,21 +268,21 @@ class CellControl:
 
     def measure(self) -> LoopInputs:
         """One second of the cell, as the control loop's inputs."""
-        svc = self.service
-        reading = svc.meter.take()
+        clients, cache, memory = self._clients, self._profiles.cache, self._memory
+        reading = self._ingress.meter.take()
         seconds = reading.seconds
-        attempts = self._delta("attempts", sum(svc.attempts.values()))
-        retries = self._delta("retries", sum(svc.retries.values()))
+        attempts = self._delta("attempts", sum(clients.attempts.values()))
+        retries = self._delta("retries", sum(clients.retries.values()))
         firsts = {
-            name: self._delta(f"first:{name}", svc.first_attempts[name])
-            for name in svc.dependencies
+            name: self._delta(f"first:{name}", clients.first_attempts[name])
+            for name in clients.dependencies
         }
-        arrivals = self._delta("arrivals", svc.boundary.arrivals)
-        foreign = self._delta("foreign", svc.boundary.foreign_arrivals)
+        arrivals = self._delta("arrivals", self._ingress.boundary.arrivals)
+        foreign = self._delta("foreign", self._ingress.boundary.foreign_arrivals)
         self._shared.append(
             (
-                self._delta("shared_calls", svc.shared["attempts"]),
-                self._delta("shared_failed", svc.shared["failures"]),
+                self._delta("shared_calls", clients.shared["attempts"]),
+                self._delta("shared_failed", clients.shared["failures"]),
             )
         )
         shared_calls = sum(calls for calls, _ in self._shared)
@@ -264,8 +290,8 @@ class CellControl:
         self.isolation = isolation_score(foreign, arrivals)
         shared_failing = shared_failed / shared_calls if shared_calls >= SHARED_MIN_CALLS else 0.0
         self.cascade_risk = cascade_risk(1.0 - self.isolation, shared_failing)
-        hot_hits = self._delta("hot_hits", svc.cache.hot_hits)
-        hot_misses = self._delta("hot_misses", svc.cache.hot_misses)
+        hot_hits = self._delta("hot_hits", cache.hot_hits)
+        hot_misses = self._delta("hot_misses", cache.hot_misses)
         retry_rate = retries / attempts if attempts else 0.0
         # Growth from zero is "a lot", capped so it stays a finite, JSON-able number.
         if self._prev_retry_rate > 0:
@@ -274,8 +300,8 @@ class CellControl:
             growth = MAX_GROWTH if retry_rate > 0 else 1.0
         self._prev_retry_rate = retry_rate
         request_rate = reading.requests / seconds
-        demand = [request_rate / svc.settings.cell_request_capacity]
-        for name, dep in svc.dependencies.items():
+        demand = [request_rate / self._settings.cell_request_capacity]
+        for name, dep in clients.dependencies.items():
             capacity = dep.settings.concurrency * 1000.0 / dep.settings.service_time_ms
             demand.append(firsts[name] / seconds / capacity)
         first_total = sum(firsts.values())
@@ -290,11 +316,11 @@ class CellControl:
             correlation=self.fresh_correlation(),
             cache_hit_rate=hot_hits / hot_lookups if hot_lookups else 1.0,
             request_rate=request_rate,
-            waiters=svc.coalescing_waiters,
-            queue_depth=float(sum(d.waiting for d in svc.dependencies.values())),
-            connection_use=max(d.utilization for d in svc.dependencies.values()),
-            gc_time=svc.memory.gc_breaker.gc_share(),
-            memory_usage=svc.memory.usage,
+            waiters=self._profiles.coalescing_waiters,
+            queue_depth=float(sum(d.waiting for d in clients.dependencies.values())),
+            connection_use=max(d.utilization for d in clients.dependencies.values()),
+            gc_time=memory.gc_breaker.gc_share(),
+            memory_usage=memory.usage,
             unhealthy_cells=self.unhealthy_cells if self.signals_fresh() else 0.0,
             cascade_risk=self.cascade_risk,
             complexity=ComplexityInputs(
@@ -312,11 +338,12 @@ class CellControl:
         inputs = self.measure()
         in_emergency = self.stampede.emergency
         report = self.loop.tick(inputs)
-        self.service.cache.refresh_hot_set()
+        self._profiles.cache.refresh_hot_set()
         for action in report.recovery_actions:
             self.perform(action)
         if self.stampede.emergency and not in_emergency:
-            self.service.on_stampede()
+            # Stampede emergency: coalesce every miss, serve stale, prewarm the hottest keys.
+            self._spawn(self._profiles.prewarm_hottest("stampede emergency"))
         self.last_inputs = inputs
         self.last_report = report
         return report
@@ -324,19 +351,19 @@ class CellControl:
     def perform(self, action: RecoveryAction) -> None:
         """Carry out one reset step of the staged recovery against the cell."""
         self.actions[action.value] += 1
-        svc = self.service
+        clients = self._clients
         if action is RecoveryAction.WARM_CACHES:
             # Warm-up calls must neither queue behind calls whose callers have gone nor be
             # refused by client state that remembers the stuck state's failures (an adaptive
             # throttle that saw nothing accepted rejects nearly everything): drain and reset
             # first, then warm at the pace the database serves.
-            svc.drain_queues()
-            svc.reset_connections()
-            svc.spawn(self.warm_caches("metastable recovery"))
+            clients.drain_queues()
+            clients.reset_connections()
+            self._spawn(self.warm_caches("metastable recovery"))
         elif action is RecoveryAction.DRAIN_QUEUES:
-            svc.drain_queues()
+            clients.drain_queues()
         elif action is RecoveryAction.RESET_CONNECTIONS:
-            svc.reset_connections()
+            clients.reset_connections()
         elif action is RecoveryAction.FORCE_GC:
             gc.collect()
 
@@ -347,13 +374,13 @@ class CellControl:
         leave dead work in the queue: the very state the recovery is getting out of.
         Returns how many were recomputed.
         """
-        svc = self.service
-        keys = [k for k in svc.cache.hottest(WARM_KEYS) if not svc.cache.is_fresh(k)]
-        database = svc.dependencies.get(WARM_DEPENDENCY)
+        cache = self._profiles.cache
+        keys = [k for k in cache.hottest(WARM_KEYS) if not cache.is_fresh(k)]
+        database = self._clients.dependencies.get(WARM_DEPENDENCY)
         width = database.settings.concurrency if database is not None else len(keys)
         warmed = 0
         for start in range(0, len(keys), max(1, width)):
-            warmed += await svc.prewarm(keys[start : start + width], reason)
+            warmed += await self._profiles.prewarm(keys[start : start + width], reason)
         return warmed
 
     async def run(self, sleep: Callable[[float], Any]) -> None:
@@ -363,12 +390,12 @@ class CellControl:
                 self.tick()
             except Exception:  # the loop must survive a bad measurement
                 self.errors += 1
-                logger.exception("cell %s: control loop tick failed", self.service.index)
+                logger.exception("cell %s: control loop tick failed", self._index)
 
     # ----------------------------------------------------------------- callbacks
     def _alert(self, message: str, severity: str) -> None:
         self.alerts.append({"at": time.time(), "severity": severity, "message": message})
-        logger.warning("cell %s: %s alert: %s", self.service.index, severity, message)
+        logger.warning("cell %s: %s alert: %s", self._index, severity, message)
 
     def _reinforce(self, on: bool) -> None:
         """The control loop's "reinforce boundaries": the cell refuses other cells' users."""
@@ -379,26 +406,26 @@ class CellControl:
             if on
             else f"calm (cascade risk {self.cascade_risk:.2f})"
         )
-        self.service.boundary.reinforce(on, reason)
+        self._ingress.boundary.reinforce(on, reason)
 
     def _pattern(self, pattern: str, on: bool, probability: float) -> None:
         if pattern == "synchronization" and on:
-            self.service.restore_jitter(f"synchronization detected (p={probability:.2f})")
+            self._timers.restore(f"synchronization detected (p={probability:.2f})")
 
     def restart_measurement(self) -> None:
         """Measure from now on: the next tick must not judge what happened before a reset."""
-        svc = self.service
-        svc.meter.take()
-        self._delta("attempts", sum(svc.attempts.values()))
-        self._delta("retries", sum(svc.retries.values()))
-        for name in svc.dependencies:
-            self._delta(f"first:{name}", svc.first_attempts[name])
-        self._delta("hot_hits", svc.cache.hot_hits)
-        self._delta("hot_misses", svc.cache.hot_misses)
-        self._delta("arrivals", svc.boundary.arrivals)
-        self._delta("foreign", svc.boundary.foreign_arrivals)
-        self._delta("shared_calls", svc.shared["attempts"])
-        self._delta("shared_failed", svc.shared["failures"])
+        clients, cache, boundary = self._clients, self._profiles.cache, self._ingress.boundary
+        self._ingress.meter.take()
+        self._delta("attempts", sum(clients.attempts.values()))
+        self._delta("retries", sum(clients.retries.values()))
+        for name in clients.dependencies:
+            self._delta(f"first:{name}", clients.first_attempts[name])
+        self._delta("hot_hits", cache.hot_hits)
+        self._delta("hot_misses", cache.hot_misses)
+        self._delta("arrivals", boundary.arrivals)
+        self._delta("foreign", boundary.foreign_arrivals)
+        self._delta("shared_calls", clients.shared["attempts"])
+        self._delta("shared_failed", clients.shared["failures"])
         self._prev_retry_rate = 0.0
 
     def reset(self) -> None:

@@ -132,6 +132,7 @@ class CellCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         cell = self._cell
+        clients, profiles = cell.clients, cell.profiles
         label = str(cell.index)
         attempts = new_family(DEPENDENCY_ATTEMPTS)
         retries = new_family(DEPENDENCY_RETRIES)
@@ -154,9 +155,9 @@ class CellCollector(Collector):
             "Breaker trips: a breaker entering open or emergency.",
             labels=["cell", "dependency", "state"],
         )
-        for name, dep in cell.dependencies.items():
-            attempts.add_metric([label, name], cell.attempts[name])
-            retries.add_metric([label, name], cell.retries[name])
+        for name, dep in clients.dependencies.items():
+            attempts.add_metric([label, name], clients.attempts[name])
+            retries.add_metric([label, name], clients.retries[name])
             stats = dep.stats
             for result, value in (
                 ("success", stats.succeeded),
@@ -167,15 +168,15 @@ class CellCollector(Collector):
                 ("drained", stats.drained),
             ):
                 outcomes.add_metric([label, name, result], value)
-            fallbacks.add_metric([label, name], cell.fallbacks[name])
+            fallbacks.add_metric([label, name], clients.fallbacks[name])
             in_flight.add_metric([label, name], dep.in_flight)
             waiting.add_metric([label, name], dep.waiting)
-        for name, guard in cell.named_breakers().items():
+        for name, guard in clients.named_breakers().items():
             state = guard.state.name.lower()
             breaker.add_metric([label, name], BREAKER_STATE_VALUES.get(state, -1))
             risk.add_metric([label, name], guard.emergence_risk)
             for to in ("open", "emergency"):
-                trips.add_metric([label, name, to], cell.breaker_trips.get((name, to), 0))
+                trips.add_metric([label, name, to], clients.breaker_trips.get((name, to), 0))
         yield from (
             attempts,
             retries,
@@ -188,31 +189,31 @@ class CellCollector(Collector):
             trips,
         )
         throttled = new_family(THROTTLED_CALLS)
-        for name, value in cell.throttled.items():
+        for name, value in clients.throttled.items():
             throttled.add_metric([label, name], value)
         yield throttled
 
         cache = new_family(CACHE_REQUESTS)
-        cache.add_metric([label, "hit"], cell.cache.hits)
-        cache.add_metric([label, "miss"], cell.cache.misses)
-        cache.add_metric([label, "stale"], cell.cache.stale)
+        cache.add_metric([label, "hit"], profiles.cache.hits)
+        cache.add_metric([label, "miss"], profiles.cache.misses)
+        cache.add_metric([label, "stale"], profiles.cache.stale)
         yield cache
         missed_keys = CounterMetricFamily(
             "emergence_cache_missed_keys",
             "Distinct profile keys missed (once per key until a value is stored for it again).",
             labels=["cell"],
         )
-        missed_keys.add_metric([label], cell.cache.missed_keys)
+        missed_keys.add_metric([label], profiles.cache.missed_keys)
         yield missed_keys
         early = CounterMetricFamily(
             "emergence_early_refreshes",
             "Cached profiles refreshed before expiry by probabilistic early expiration.",
             labels=["cell"],
         )
-        early.add_metric([label], cell.early_refreshes)
+        early.add_metric([label], profiles.early_refreshes)
         yield early
         computations = new_family(BACKEND_COMPUTATIONS)
-        computations.add_metric([label], cell.computations)
+        computations.add_metric([label], profiles.computations)
         yield computations
         coalesced = CounterMetricFamily(
             "emergence_coalesced_requests",
@@ -220,35 +221,35 @@ class CellCollector(Collector):
             "instead of starting one (request coalescing).",
             labels=["cell"],
         )
-        coalesced.add_metric([label], cell.coalesced)
+        coalesced.add_metric([label], profiles.coalesced)
         yield coalesced
         stale = CounterMetricFamily(
             "emergence_stale_fallbacks",
             "Profiles served stale because the database path failed (the breaker's fallback).",
             labels=["cell"],
         )
-        stale.add_metric([label], cell.stale_fallbacks)
+        stale.add_metric([label], profiles.stale_fallbacks)
         yield stale
         delays = CounterMetricFamily(
             "emergence_precompute_jitter_delays",
             "Computations delayed by 0-100 ms of jitter while correlation was above 0.5.",
             labels=["cell"],
         )
-        delays.add_metric([label], cell.precompute_jitter_delays)
+        delays.add_metric([label], profiles.precompute_jitter_delays)
         yield delays
         prewarms = CounterMetricFamily(
             "emergence_prewarm_computations",
             "Profile computations made by cache prewarming (not by a user's miss).",
             labels=["cell"],
         )
-        prewarms.add_metric([label], cell.prewarm_computations)
+        prewarms.add_metric([label], profiles.prewarm_computations)
         yield prewarms
         self_calls = CounterMetricFamily(
             "emergence_self_generated_calls",
             "Calls the cell makes on its own schedule (periodic jobs) or as retries.",
             labels=["cell", "kind"],
         )
-        for kind, value in cell.self_calls.items():
+        for kind, value in clients.self_calls.items():
             self_calls.add_metric([label, kind], value)
         yield self_calls
         enabled = GaugeMetricFamily(
@@ -277,7 +278,7 @@ def _control_metrics(
     for defense, value in cell.admission.refused.items():
         shed.add_metric([label, defense], value)
     yield shed
-    shedder = cell.shedder
+    shedder = cell.ingress.shedder
     score = GaugeMetricFamily(
         "emergence_complexity_score", "The cell's complexity score (0..1).", labels=["cell"]
     )
@@ -349,7 +350,7 @@ def _control_metrics(
         "1 while the cell refuses users homed in other cells (reinforced boundaries).",
         labels=["cell"],
     )
-    reinforced.add_metric([label], 1.0 if cell.boundary.reinforced else 0.0)
+    reinforced.add_metric([label], 1.0 if cell.ingress.boundary.reinforced else 0.0)
     yield reinforced
     manual = GaugeMetricFamily(
         "emergence_manual_intervention_required",
@@ -373,7 +374,8 @@ def _control_metrics(
         "The jitter factor the cell's timers use now (0 when its timers are naively aligned).",
         labels=["cell"],
     )
-    jitter.add_metric([label], 0.0 if cell.timers_naive() else cell.timer_jitter().effective()[1])
+    timers = cell.timers
+    jitter.add_metric([label], 0.0 if timers.naive() else timers.timer_jitter().effective()[1])
     yield jitter
 
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from chaosemergence.app.cell_service import CellService
+    from chaosemergence.app.cell_timers import CellTimers
+    from chaosemergence.app.control import CellControl
+    from chaosemergence.app.dependency_clients import DependencyClients
+    from chaosemergence.app.ingress import CellIngress
+    from chaosemergence.app.memory import MemoryModel
+    from chaosemergence.app.profile_cache import ProfileCache
 
 __all__ = ["ALL_DEFENSES", "DEFENSES", "GATEWAY_DEFENSES", "apply_switches"]
 
@@ -42,61 +47,70 @@ GATEWAY_DEFENSES: tuple[str, ...] = ("cellular_routing",)
 ALL_DEFENSES: tuple[str, ...] = (*DEFENSES, *GATEWAY_DEFENSES)
 
 
-def apply_switches(svc: CellService, switches: dict[str, bool]) -> None:
-    """Set ``switches`` (unknown names ignored) and bring every defense object in line."""
-    changed = {n for n, on in switches.items() if n in DEFENSES and svc.enabled[n] != on}
-    svc.enabled.update({n: on for n, on in switches.items() if n in DEFENSES})
-    on = svc.enabled
-    for breaker in svc.all_breakers():
-        breaker.enabled = on["circuit_breaker"]
-    for policy in svc.retry_policies.values():
-        policy.enabled = on["retry_budget"]
-    for throttle in svc.throttles.values():
-        throttle.enabled = on["adaptive_throttle"]
-        if "adaptive_throttle" in changed and not on["adaptive_throttle"]:
-            throttle.reset()
-    control, loop = svc.control, svc.control.loop
-    svc.shedder.enabled = on["load_shedding"]
-    loop.shedder = svc.shedder if on["load_shedding"] else None
-    svc.xfetch.enabled = on["early_expiration"]
+def apply_switches(
+    enabled: dict[str, bool],
+    switches: dict[str, bool],
+    *,
+    clients: DependencyClients,
+    profiles: ProfileCache,
+    ingress: CellIngress,
+    timers: CellTimers,
+    memory: MemoryModel,
+    control: CellControl,
+) -> None:
+    """Set ``switches`` in ``enabled`` (unknown names ignored) and bring every defense object
+    of the cell's parts in line."""
+    changed = {n for n, on in switches.items() if n in DEFENSES and enabled[n] != on}
+    enabled.update({n: on for n, on in switches.items() if n in DEFENSES})
+    on = enabled
+    clients.switch(
+        breakers=on["circuit_breaker"],
+        budgets=on["retry_budget"],
+        throttles=on["adaptive_throttle"],
+        reset="adaptive_throttle" in changed and not on["adaptive_throttle"],
+    )
+    loop, shedder, boundary, jitter = control.loop, ingress.shedder, ingress.boundary, timers.jitter
+    shedder.enabled = on["load_shedding"]
+    loop.shedder = shedder if on["load_shedding"] else None
+    profiles.xfetch.enabled = on["early_expiration"]
     control.stampede.enabled = on["stampede_protection"]
-    svc.jitter.enabled = on["jitter"]
-    loop.jitters = [svc.jitter] if on["jitter"] else []
+    jitter.enabled = on["jitter"]
+    loop.jitters = [jitter] if on["jitter"] else []
     control.metastable.enabled = on["metastable_detector"]
     control.recovery.enabled = on["metastable_recovery"]
-    svc.memory.guardrail.enabled = on["memory_guardrail"]
-    svc.memory.gc_breaker.enabled = on["gc_breaker"]
-    svc.memory.predictive.enabled = on["predictive_restart"]
+    memory.guardrail.enabled = on["memory_guardrail"]
+    memory.gc_breaker.enabled = on["gc_breaker"]
+    memory.predictive.enabled = on["predictive_restart"]
     loop.enabled = on["control_loop"]
-    svc.boundary.enabled = on["boundary_reinforcement"]
+    boundary.enabled = on["boundary_reinforcement"]
     turned_off = {n for n in changed if not on[n]}
     turned_on = changed - turned_off
     # A defense switched off stops acting at once (and says so in its events).
     if "load_shedding" in turned_off:
-        svc.shedder.reset()
+        shedder.reset()
     if "stampede_protection" in turned_off:
         control.stampede.reset()
     if "jitter" in turned_off:
-        svc.jitter.reset()
+        jitter.reset()
     if "metastable_detector" in turned_off:
         control.metastable.reset()
     if turned_off & {"metastable_recovery", "control_loop"}:
         control.recovery.reset()
     if "memory_guardrail" in turned_off:
-        svc.memory.guardrail.reset()
+        memory.guardrail.reset()
     if "gc_breaker" in turned_off:
-        svc.memory.gc_breaker.reset()
+        memory.gc_breaker.reset()
     if turned_off & {"boundary_reinforcement", "control_loop"}:
-        svc.boundary.reset()
+        boundary.reset()
     # A defense switched on joins the responses the control loop already has up.
     active = loop.active() if loop.enabled else ()
     sync = "pattern:synchronization" in active
     phase = "phase_defenses" in active
     if "jitter" in turned_on and (sync or phase):
-        svc.jitter.set_maximum(True, "control loop response already active")
+        jitter.set_maximum(True, "control loop response already active")
         if sync:
-            svc.restore_jitter("synchronization already detected")
+            timers.restore("synchronization already detected")
     if "load_shedding" in turned_on and phase:
-        svc.shedder.emergency_shed(loop.config.emergency_shed, "phase defenses active")
+        shedder.emergency_shed(loop.config.emergency_shed, "phase defenses active")
     if "boundary_reinforcement" in turned_on and (phase or "pattern:cascade" in active):
-        svc.boundary.reinforce(True, "control loop response already active")
+        boundary.reinforce(True, "control loop response already active")

@@ -135,20 +135,20 @@ async def test_defenses_and_jitter_switch_the_cells_own_objects(
     body = answer.json()
     assert body["changed"] == ["circuit_breaker", "jitter"] and body["enabled"] is False
     assert not service.enabled["circuit_breaker"] and not service.enabled["jitter"]
-    assert not any(b.enabled for b in service.all_breakers())
+    assert not any(b.enabled for b in service.clients.all_breakers())
     assert body["defenses"]["circuit_breaker"] is False and body["defenses"]["load_shedding"]
 
     refused = await client.post("/admin/defenses", json={"enabled": False, "names": ["nope"]})
     assert refused.status_code == 400 and refused.json()["field"] == "names[0]"
 
     removed = await client.post("/admin/jitter", json={"enabled": False})
-    assert removed.json()["jitter_removed"] is True and service.jitter_removed
+    assert removed.json()["jitter_removed"] is True and service.timers.removed
     back = await client.post("/admin/jitter", json={"enabled": True})
-    assert back.json()["jitter_removed"] is False and not service.jitter_removed
+    assert back.json()["jitter_removed"] is False and not service.timers.removed
 
     on = await client.post("/admin/defenses", json={"enabled": True, "names": None})
     assert sorted(on.json()["changed"]) == sorted(DEFENSES)
-    assert all(service.enabled.values()) and all(b.enabled for b in service.all_breakers())
+    assert all(service.enabled.values()) and all(b.enabled for b in service.clients.all_breakers())
 
 
 async def test_cache_invalidation_answers_what_the_cell_dropped(
@@ -161,7 +161,7 @@ async def test_cache_invalidation_answers_what_the_cell_dropped(
     answer = await client.post("/admin/cache/invalidate")
     assert answer.status_code == 200, answer.text
     assert answer.json()["removed"] == 3 and "prewarming" in answer.json()
-    assert not service.cache.is_fresh("profile:1")
+    assert not service.profiles.cache.is_fresh("profile:1")
 
 
 async def test_the_routes_need_the_cells_token(
@@ -185,10 +185,10 @@ async def test_the_reset_is_the_embeddings_with_the_cells_own_work(
     assert (await client.post("/admin/faults", json=fault)).status_code == 201
     await client.post("/admin/defenses", json={"enabled": False, "names": ["load_shedding"]})
     await client.post("/admin/jitter", json={"enabled": False})
-    breaker = service.all_breakers()[0]
+    breaker = service.clients.all_breakers()[0]
     breaker.force_open("test")
     assert breaker.state.value == "open"
-    service.jitter_restored_by = "the control loop"
+    service.timers.restored_by = "the control loop"
 
     answer = await client.post("/admin/reset")
     assert answer.status_code == 200, answer.text
@@ -196,8 +196,8 @@ async def test_the_reset_is_the_embeddings_with_the_cells_own_work(
     assert body["faults_cleared"] == 1 and service.faults.active() == []
     assert {"ballast_released_bytes", "queued_calls_drained", "prewarmed"} <= set(body)
     assert body["defenses"] == dict.fromkeys(sorted(DEFENSES), True)
-    assert all(service.enabled.values()) and not service.jitter_removed
-    assert breaker.state.value == "closed" and service.jitter_restored_by is None
+    assert all(service.enabled.values()) and not service.timers.removed
+    assert breaker.state.value == "closed" and service.timers.restored_by is None
 
 
 async def test_the_events_include_the_earlier_processes(

@@ -41,7 +41,7 @@ def service(tmp_path: Path, clock: Clock) -> Iterator[CellService]:
 def _second(svc: CellService, clock: Clock, *, slow_ms: float = 0.0, requests: int = 0) -> None:
     """One second of traffic (`requests` served, each `slow_ms` long), then a control tick."""
     for i in range(requests):
-        svc.meter.observe(f"u{i}", slow_ms / 1000, 200, 100, did_work=True)
+        svc.ingress.meter.observe(f"u{i}", slow_ms / 1000, 200, 100, did_work=True)
     clock.now += 1.0
     svc.control.tick()
 
@@ -53,12 +53,12 @@ def _kinds(svc: CellService, defense: str) -> list[str]:
 def test_one_second_of_the_cell_becomes_loop_inputs(service: CellService, clock: Clock) -> None:
     """Rates, latencies of work, retries, demand and the pushed correlation are measured."""
     for i in range(20):
-        service.meter.observe(f"u{i}", 0.010 * (i + 1), 200, 100, did_work=True)
+        service.ingress.meter.observe(f"u{i}", 0.010 * (i + 1), 200, 100, did_work=True)
     for _ in range(30):
-        service.meter.observe("hot", 0.0001, 200, 100, did_work=False)  # cache hits
-    service.attempts["database"] += 12
-    service.first_attempts["database"] += 10
-    service.retries["database"] += 2
+        service.ingress.meter.observe("hot", 0.0001, 200, 100, did_work=False)  # cache hits
+    service.clients.attempts["database"] += 12
+    service.clients.first_attempts["database"] += 10
+    service.clients.retries["database"] += 2
     service.control.set_correlation(0.4)
     clock.now += 1.0
     inputs = service.control.measure()
@@ -87,14 +87,14 @@ async def test_complexity_over_budget_sheds_low_priority_with_429(
         cell_data_capacity_bytes=100.0,
     )
     try:
-        svc.attempts["recommendations"] += 90
-        svc.first_attempts["recommendations"] += 30
-        svc.retries["recommendations"] += 60
+        svc.clients.attempts["recommendations"] += 90
+        svc.clients.first_attempts["recommendations"] += 30
+        svc.clients.retries["recommendations"] += 60
         _second(svc, clock, requests=40)
-        assert svc.shedder.score >= 0.85 and svc.shedder.level.name == "emergency"
+        assert svc.ingress.shedder.score >= 0.85 and svc.ingress.shedder.level.name == "emergency"
         assert "activated" in _kinds(svc, "load_shedding")
         # The cell's own users: the phase defenses also reinforce its boundary.
-        users = [f"r{i}" for i in range(2000) if svc.boundary.home(f"r{i}") == 0][:40]
+        users = [f"r{i}" for i in range(2000) if svc.ingress.boundary.home(f"r{i}") == 0][:40]
         answers = [await svc.recommendations(user) for user in users]
         shed = [a for a in answers if a.status == 429]
         assert len(shed) >= 15 and all(a.retry_after == 1 for a in shed)
@@ -161,13 +161,13 @@ async def test_a_tail_slow_by_design_is_not_a_metastable_state(
 def test_synchronization_restores_removed_jitter(service: CellService, clock: Clock) -> None:
     """Correlation above the danger threshold: maximum jitter, even after remove_all_jitter."""
     service.set_jitter(False)
-    assert service.timers_naive()
+    assert service.timers.naive()
     service.control.set_correlation(0.95)
     _second(service, clock)
-    assert service.jitter.maximum and not service.jitter_removed
-    assert not service.timers_naive()
+    assert service.timers.jitter.maximum and not service.timers.removed
+    assert not service.timers.naive()
     assert "activated" in _kinds(service, "jitter")
-    assert service.jitter_restored_by is not None
+    assert service.timers.restored_by is not None
 
 
 def test_with_the_jitter_defense_off_timers_stay_aligned(
@@ -178,19 +178,21 @@ def test_with_the_jitter_defense_off_timers_stay_aligned(
     service.set_jitter(False)
     service.control.set_correlation(0.95)
     _second(service, clock)
-    assert service.timers_naive() and service.jitter_removed
+    assert service.timers.naive() and service.timers.removed
     assert _kinds(service, "jitter") == []
     # Switched back on while synchronization is still detected: it responds at once.
     service.set_defenses(True, ["jitter"])
-    assert service.jitter.maximum and not service.timers_naive()
+    assert service.timers.jitter.maximum and not service.timers.naive()
 
 
 def test_defenses_off_keep_plain_jitter_until_it_is_removed(service: CellService) -> None:
     """Without the jitter defense, timers keep their plain jitter; removing it makes them naive."""
     service.set_defenses(False, None)
-    assert not service.timers_naive() and service.timer_jitter() is service.base_jitter
+    assert (
+        not service.timers.naive() and service.timers.timer_jitter() is service.timers.base_jitter
+    )
     service.set_jitter(False)
-    assert service.timers_naive()
+    assert service.timers.naive()
 
 
 def test_an_idle_start_does_not_read_first_traffic_as_a_stampede(
@@ -201,7 +203,7 @@ def test_an_idle_start_does_not_read_first_traffic_as_a_stampede(
         _second(service, clock)
     for _ in range(3):  # spread latencies (p99 > 10 x p50) with traffic from nothing
         for i in range(50):
-            service.meter.observe(f"u{i}", 0.001 if i else 0.5, 200, 100, did_work=True)
+            service.ingress.meter.observe(f"u{i}", 0.001 if i else 0.5, 200, 100, did_work=True)
         clock.now += 1.0
         service.control.tick()
     assert not service.control.stampede.emergency
@@ -210,23 +212,23 @@ def test_an_idle_start_does_not_read_first_traffic_as_a_stampede(
 
 def test_control_loop_off_turns_phase_defenses_down(service: CellService, clock: Clock) -> None:
     """A retry storm turns the phase defenses up; switching the control loop off turns them down."""
-    service.attempts["recommendations"] += 10
-    service.first_attempts["recommendations"] += 5
-    service.retries["recommendations"] += 5
+    service.clients.attempts["recommendations"] += 10
+    service.clients.first_attempts["recommendations"] += 5
+    service.clients.retries["recommendations"] += 5
     _second(service, clock)
     assert "phase_defenses" in service.control.loop.active()
-    assert service.shedder.level.shed_fraction >= 0.3
+    assert service.ingress.shedder.level.shed_fraction >= 0.3
     service.set_defenses(False, ["control_loop"])
     _second(service, clock)
     assert service.control.loop.active() == ()
-    assert service.shedder.level.shed_fraction == 0.0
+    assert service.ingress.shedder.level.shed_fraction == 0.0
     assert _kinds(service, "phase_defenses") == ["activated", "deactivated"]
 
 
 def _foreign_and_own(svc: CellService, foreign: int, own: int) -> tuple[list[str], list[str]]:
     """Users homed in another cell (`foreign` of them) and in this one, as the ring says."""
-    others = [f"x{i}" for i in range(2000) if svc.boundary.home(f"x{i}") != svc.index]
-    mine = [f"x{i}" for i in range(2000) if svc.boundary.home(f"x{i}") == svc.index]
+    others = [f"x{i}" for i in range(2000) if svc.ingress.boundary.home(f"x{i}") != svc.index]
+    mine = [f"x{i}" for i in range(2000) if svc.ingress.boundary.home(f"x{i}") == svc.index]
     return others[:foreign], mine[:own]
 
 
@@ -240,23 +242,25 @@ def test_failover_traffic_lowers_isolation_and_reinforces_the_boundary(
     try:
         foreign, own = _foreign_and_own(svc, 10, 20)
         for user in foreign + own:
-            assert svc.admission.check("profile", foreign=svc.boundary.arrive(user)) is None
+            assert svc.admission.check("profile", foreign=svc.ingress.boundary.arrive(user)) is None
         clock.now += 1.0
         report = svc.control.tick()
         assert svc.control.isolation == pytest.approx(2 / 3)
         assert svc.control.cascade_risk == pytest.approx(0.2)
         assert report.patterns["cascade"] == pytest.approx(1.0)
-        assert svc.boundary.reinforced and _kinds(svc, "boundary_reinforcement") == ["activated"]
-        refusal = svc.admission.check("payments", foreign=svc.boundary.arrive(foreign[0]))
+        assert svc.ingress.boundary.reinforced and _kinds(svc, "boundary_reinforcement") == [
+            "activated"
+        ]
+        refusal = svc.admission.check("payments", foreign=svc.ingress.boundary.arrive(foreign[0]))
         assert refusal is not None and refusal.defense == "boundary_reinforcement"
         assert refusal.status == 503
-        assert svc.admission.check("payments", foreign=svc.boundary.arrive(own[0])) is None
+        assert svc.admission.check("payments", foreign=svc.ingress.boundary.arrive(own[0])) is None
         for _ in range(6):
             for user in own:
-                svc.boundary.arrive(user)
+                svc.ingress.boundary.arrive(user)
             clock.now += 1.0
             svc.control.tick()
-        assert not svc.boundary.reinforced
+        assert not svc.ingress.boundary.reinforced
         assert _kinds(svc, "boundary_reinforcement") == ["activated", "deactivated"]
     finally:
         svc.store.close()
@@ -269,13 +273,15 @@ def test_boundary_reinforcement_switched_off_never_refuses(tmp_path: Path, clock
         svc.set_switches({"boundary_reinforcement": False})
         foreign, _ = _foreign_and_own(svc, 10, 0)
         for user in foreign:
-            svc.boundary.arrive(user)
+            svc.ingress.boundary.arrive(user)
         clock.now += 1.0
         report = svc.control.tick()
         assert svc.control.cascade_risk == pytest.approx(0.6)
         assert "pattern:cascade" in report.active
-        assert not svc.boundary.reinforced
-        assert svc.admission.check("profile", foreign=svc.boundary.arrive(foreign[0])) is None
+        assert not svc.ingress.boundary.reinforced
+        assert (
+            svc.admission.check("profile", foreign=svc.ingress.boundary.arrive(foreign[0])) is None
+        )
         assert _kinds(svc, "boundary_reinforcement") == []
     finally:
         svc.store.close()
@@ -286,19 +292,19 @@ def test_failing_shared_polls_are_cascade_risk(tmp_path: Path, clock: Clock) -> 
     risk 0.2; a lone failed poll is not counted, and the window forgets."""
     svc = _service(tmp_path, clock)
     try:
-        svc.shared["attempts"] += 2
-        svc.shared["failures"] += 1
+        svc.clients.shared["attempts"] += 2
+        svc.clients.shared["failures"] += 1
         clock.now += 1.0
         svc.control.tick()
         assert svc.control.cascade_risk == 0.0  # 2 polls: too few to judge
-        svc.shared["attempts"] += 8
-        svc.shared["failures"] += 4
+        svc.clients.shared["attempts"] += 8
+        svc.clients.shared["failures"] += 4
         clock.now += 1.0
         svc.control.tick()
         assert svc.control.isolation == 1.0
         assert svc.control.cascade_risk == pytest.approx(0.2)
         for _ in range(10):
-            svc.shared["attempts"] += 2
+            svc.clients.shared["attempts"] += 2
             clock.now += 1.0
             svc.control.tick()
         assert svc.control.cascade_risk == 0.0

@@ -14,11 +14,8 @@ from typing import Any
 
 import pytest
 
-from chaosemergence.app.cell_service import (
-    PREWARM_CONCURRENCY,
-    PREWARM_KEYS,
-    CellService,
-)
+from chaosemergence.app.cell_service import CellService
+from chaosemergence.app.profile_cache import PREWARM_CONCURRENCY, PREWARM_KEYS
 from chaosemergence.app.settings import DependencySettings, SystemSettings
 
 Make = Callable[..., Awaitable[CellService]]
@@ -74,10 +71,10 @@ async def test_concurrent_misses_share_one_computation_when_coalescing(make: Mak
     """Ten concurrent misses of one key: one computation, its 3 database calls, one key missed."""
     svc = await make(profile_queries=3)
     assert await _herd(svc, ["7"] * 10) == [200] * 10
-    assert svc.computations == 1
-    assert svc.dependencies["database"].stats.calls == 3
-    assert svc.cache.missed_keys == 1 and svc.cache.misses == 10
-    assert svc.coalesced == 9
+    assert svc.profiles.computations == 1
+    assert svc.clients.dependencies["database"].stats.calls == 3
+    assert svc.profiles.cache.missed_keys == 1 and svc.profiles.cache.misses == 10
+    assert svc.profiles.coalesced == 9
     coalesced = [e for e in svc.events.all() if e.defense == "request_coalescing"]
     assert len(coalesced) == 1 and coalesced[0].kind == "activated"
 
@@ -86,9 +83,9 @@ async def test_without_coalescing_every_concurrent_miss_recomputes(make: Make) -
     """Coalescing off: ten concurrent misses of one key are ten computations of that key."""
     svc = await make(coalescing=False, profile_queries=3)
     assert await _herd(svc, ["7"] * 10) == [200] * 10
-    assert svc.computations == 10
-    assert svc.dependencies["database"].stats.calls == 30
-    assert svc.cache.missed_keys == 1
+    assert svc.profiles.computations == 10
+    assert svc.clients.dependencies["database"].stats.calls == 30
+    assert svc.profiles.cache.missed_keys == 1
     assert [e for e in svc.events.all() if e.defense == "request_coalescing"] == []
 
 
@@ -113,11 +110,11 @@ async def test_a_herd_on_a_capacity_limited_database_refills_nothing(
     statuses = await _herd(svc, ["7"] * 10)
     if refilled:
         assert statuses == [200] * 10
-        assert svc.cache.is_fresh("profile:7")
+        assert svc.profiles.cache.is_fresh("profile:7")
     else:
         assert statuses == [503] * 10
-        assert not svc.cache.is_fresh("profile:7")
-        assert svc.dependencies["database"].stats.timeouts >= 10
+        assert not svc.profiles.cache.is_fresh("profile:7")
+        assert svc.clients.dependencies["database"].stats.timeouts >= 10
 
 
 async def test_prewarming_recomputes_only_hot_keys_a_few_at_a_time(make: Make) -> None:
@@ -133,19 +130,19 @@ async def test_prewarming_recomputes_only_hot_keys_a_few_at_a_time(make: Make) -
     async def watch() -> None:
         nonlocal peak
         while True:
-            peak = max(peak, svc.dependencies["database"].in_flight)
+            peak = max(peak, svc.clients.dependencies["database"].in_flight)
             await asyncio.sleep(0)
 
     watcher = asyncio.create_task(watch())
     answer = await svc.invalidate_cache()
     assert answer == {"removed": 8, "prewarming": 6}
-    assert svc.prewarming is not None
-    assert await svc.prewarming == 6
+    assert svc.profiles.prewarming is not None
+    assert await svc.profiles.prewarming == 6
     watcher.cancel()
-    assert svc.prewarm_computations == 6
+    assert svc.profiles.prewarm_computations == 6
     assert peak == PREWARM_CONCURRENCY
-    assert all(svc.cache.is_fresh(f"profile:{k}") for k in hot)
-    assert not svc.cache.is_fresh("profile:tail-1")
+    assert all(svc.profiles.cache.is_fresh(f"profile:{k}") for k in hot)
+    assert not svc.profiles.cache.is_fresh("profile:tail-1")
 
 
 async def test_prewarming_joins_a_users_computation_instead_of_repeating_it(make: Make) -> None:
@@ -153,14 +150,16 @@ async def test_prewarming_joins_a_users_computation_instead_of_repeating_it(make
     svc = await make(service_time_ms=30.0)
     for _ in range(3):
         await svc.profile("7")
-    svc.cache.invalidate()
-    before = svc.computations
+    svc.profiles.cache.invalidate()
+    before = svc.profiles.computations
     user = asyncio.create_task(svc.profile("7"))
-    while svc.coalescer.waiters("profile:7") == 0:  # until the user's computation is in flight
+    while (
+        svc.profiles.coalescer.waiters("profile:7") == 0
+    ):  # until the user's computation is in flight
         await asyncio.sleep(0)
-    assert await svc.prewarm(["profile:7"], "test") == 1
+    assert await svc.profiles.prewarm(["profile:7"], "test") == 1
     assert (await user).status == 200
-    assert svc.computations - before == 1 and svc.prewarm_computations == 0
+    assert svc.profiles.computations - before == 1 and svc.profiles.prewarm_computations == 0
 
 
 async def test_prewarming_at_most_prewarm_keys(make: Make) -> None:
@@ -170,15 +169,17 @@ async def test_prewarming_at_most_prewarm_keys(make: Make) -> None:
     for _ in range(3):
         await _herd(svc, keys)
     assert (await svc.invalidate_cache())["prewarming"] == PREWARM_KEYS
-    assert svc.prewarming is not None and await svc.prewarming == PREWARM_KEYS
+    assert svc.profiles.prewarming is not None and await svc.profiles.prewarming == PREWARM_KEYS
 
 
 async def test_a_waiter_waits_as_long_as_one_computation_may_take(make: Make) -> None:
     """The coalescing timeout covers every database call of a computation, retries included."""
-    assert (await make()).coalesce_timeout == 2.0
-    assert (await make(coalesce_timeout_seconds=10.0)).coalesce_timeout == 10.0  # the seed's
+    assert (await make()).profiles.coalesce_timeout == 2.0
+    assert (
+        await make(coalesce_timeout_seconds=10.0)
+    ).profiles.coalesce_timeout == 10.0  # the seed's
     slow = await make(profile_queries=3, retry_attempts=2, call_timeout_ms=1000.0)
-    assert slow.coalesce_timeout == 6.0
+    assert slow.profiles.coalesce_timeout == 6.0
 
 
 def test_profile_queries_must_be_a_small_integer() -> None:

@@ -96,7 +96,7 @@ def _make_hot(svc: CellService, count: int) -> list[str]:
     keys = [f"profile:u{i}" for i in range(count)]
     for _ in range(3):
         for key in keys:
-            svc.cache.lookup(key, allow_stale=False)
+            svc.profiles.cache.lookup(key, allow_stale=False)
     return keys
 
 
@@ -105,10 +105,10 @@ async def test_the_recovery_warms_every_hot_key_at_the_pace_the_database_serves(
 ) -> None:
     """Ten keys on one 20 ms worker with 50 ms timeouts: one at a time, all ten warm."""
     keys = _make_hot(cell, 10)
-    db = cell.dependencies["database"]
+    db = cell.clients.dependencies["database"]
     try:
         assert await cell.control.warm_caches("test") == 10
-        assert all(cell.cache.is_fresh(k) for k in keys)
+        assert all(cell.profiles.cache.is_fresh(k) for k in keys)
         assert db.stats.timeouts == 0 and db.stats.succeeded == 10
     finally:
         await cell.stop()
@@ -116,7 +116,7 @@ async def test_the_recovery_warms_every_hot_key_at_the_pace_the_database_serves(
 
 async def test_ten_calls_at_once_on_that_database_mostly_time_out(cell: CellService) -> None:
     """Why the pace matters: the same ten calls at once, and most wait past their timeout."""
-    db = cell.dependencies["database"]
+    db = cell.clients.dependencies["database"]
     try:
         answers = await asyncio.gather(*(db.call() for _ in range(10)), return_exceptions=True)
         assert sum(isinstance(a, DependencyTimeout) for a in answers) >= 6
@@ -129,8 +129,8 @@ async def test_warm_caches_drains_dead_work_and_forgets_the_stuck_states_failure
 ) -> None:
     """A queue of abandoned calls and a throttle that rejects nearly all: both gone first."""
     _make_hot(cell, 3)
-    db = cell.dependencies["database"]
-    throttle = cell.throttles["database"]
+    db = cell.clients.dependencies["database"]
+    throttle = cell.clients.throttles["database"]
     try:
         for _ in range(200):  # the stuck state: nothing accepted, every call refused
             throttle.allow()
@@ -147,10 +147,10 @@ async def test_warm_caches_drains_dead_work_and_forgets_the_stuck_states_failure
         assert throttle.reject_probability() == 0.0
         await blocker
         for _ in range(100):  # the warm-up runs in the background
-            if all(cell.cache.is_fresh(f"profile:u{i}") for i in range(3)):
+            if all(cell.profiles.cache.is_fresh(f"profile:u{i}") for i in range(3)):
                 break
             await asyncio.sleep(0.02)
-        assert all(cell.cache.is_fresh(f"profile:u{i}") for i in range(3))
+        assert all(cell.profiles.cache.is_fresh(f"profile:u{i}") for i in range(3))
         assert db.stats.wasted == 0
     finally:
         await cell.stop()
