@@ -106,11 +106,7 @@ class CellService:
         # Every activation is also a counter (emergence_defense_events_total), via the recorder.
         self.events = EventLog(clock=wall_clock, maxlen=EVENT_HISTORY, recorder=recorder)
         # Events of this cell's earlier processes, kept in a file across restarts.
-        self.previous_events: list[dict[str, Any]] = []
-        if events_file is not None:
-            history = EventFile(events_file, EVENT_HISTORY)
-            self.previous_events = history.load()
-            self.events.subscribe(history.append)
+        self.previous_events = self._keep_events(events_file)
         self.faults = FaultTable(clock=clock)
         self.store = CellStore(db_path)
         self.enabled: dict[str, bool] = dict.fromkeys(DEFENSES, True)
@@ -134,9 +130,58 @@ class CellService:
             shared_call=shared_call,
             clock=clock,
         )
-        self.profiles = ProfileCache(
-            index,
+        self.profiles = self._profile_cache(clock, sleep)
+        self.ingress = CellIngress(index, settings, rng=self.rng, events=self.events, clock=clock)
+        self.memory = MemoryModel(
             settings,
+            on_oom=self._die,
+            on_restart=self.request_restart,
+            clock=clock,
+            events=self.events,
+        )
+        self.control = self._control_loop(clock)
+        # The ingress decisions, in order: the ingress's boundary, the control loop's staged
+        # recovery, the memory model's guardrails, the ingress's shedder.
+        self.admission = Admission(
+            self.control.recovery, self.memory, self.ingress.shedder, self.ingress.boundary
+        )
+        self._schedule_jobs(shared_call is not None)
+        if switches:
+            self.set_switches(switches)
+
+    def _control_loop(self, clock: Callable[[], float]) -> CellControl:
+        """The per-cell control loop, over every part built before it."""
+        return CellControl(
+            self.index,
+            self.settings,
+            clients=self.clients,
+            profiles=self.profiles,
+            ingress=self.ingress,
+            memory=self.memory,
+            timers=self.timers,
+            spawn=self.spawn,
+            rng=self.rng,
+            clock=clock,
+            events=self.events,
+        )
+
+    def _keep_events(self, events_file: Path | None) -> list[dict[str, Any]]:
+        """The events of this cell's earlier processes; this process's go to the same file."""
+        if events_file is None:
+            return []
+        history = EventFile(events_file, EVENT_HISTORY)
+        previous = history.load()
+        self.events.subscribe(history.append)
+        return previous
+
+    def _profile_cache(
+        self, clock: Callable[[], float], sleep: Callable[[float], Awaitable[Any]]
+    ) -> ProfileCache:
+        """The profile cache, reading the control loop's stampede emergency and the gateway's
+        correlation as it is asked (the control loop, built after it, reads its counters)."""
+        return ProfileCache(
+            self.index,
+            self.settings,
             self.store,
             self.clients,
             self.enabled,
@@ -148,33 +193,6 @@ class CellService:
             clock=clock,
             sleep=sleep,
         )
-        self.ingress = CellIngress(index, settings, rng=self.rng, events=self.events, clock=clock)
-        self.memory = MemoryModel(
-            settings,
-            on_oom=self._die,
-            on_restart=self.request_restart,
-            clock=clock,
-            events=self.events,
-        )
-        self.control = CellControl(
-            index,
-            settings,
-            clients=self.clients,
-            profiles=self.profiles,
-            ingress=self.ingress,
-            memory=self.memory,
-            timers=self.timers,
-            spawn=self.spawn,
-            rng=self.rng,
-            clock=clock,
-            events=self.events,
-        )
-        self.admission = Admission(
-            self.control.recovery, self.memory, self.ingress.shedder, self.ingress.boundary
-        )
-        self._schedule_jobs(shared_call is not None)
-        if switches:
-            self.set_switches(switches)
 
     def _schedule_jobs(self, shared: bool) -> None:
         settings = self.settings
