@@ -61,6 +61,7 @@ __all__ = [
     "default_state_dir",
     "defenses_schema",
     "fault_schema",
+    "finite_json",
     "lease_seconds_schema",
     "metric_window_schema",
     "names_schema",
@@ -651,3 +652,16 @@ class AdminContract:
             "security": [{"token": []}],
             "paths": paths,
         }
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with non-finite floats (an event's infinite risk) as null: JSON has none.
+
+    Every admin answer goes through it, the embedding's and the reference cells' alike."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value

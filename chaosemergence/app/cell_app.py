@@ -13,7 +13,6 @@ signals, lost writes, process figures) are this module's.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +28,7 @@ from chaosemergence.app.cell_service import CellService, Reply
 from chaosemergence.app.metrics import CellCollector
 from chaosemergence.app.process import process_figures
 from chaosemergence.app.switches import DEFENSES
-from chaosemergence.contract import InvalidField, check_pressure
+from chaosemergence.contract import InvalidField, check_pressure, finite_json
 from chaosemergence.defenses.metrics import PrometheusRecorder
 from chaosemergence.embed import EmergenceAdmin
 
@@ -40,17 +39,7 @@ class SafeJSONResponse(JSONResponse):
     """JSON where non-finite floats (inf, nan) become null instead of an exception."""
 
     def render(self, content: Any) -> bytes:
-        return super().render(_finite(content))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+        return super().render(finite_json(content))
 
 
 def reply_response(reply: Reply) -> JSONResponse:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
@@ -75,9 +76,14 @@ def before_experiment_control(
     allow_remote: bool = False,
     html_report: str | None = None,
     scale: Any = 1,
+    prime_cache: bool = False,
     **kwargs: Any,
 ) -> None:
     """Start Locust against `host` (default `emergence_url`), then wait `warmup` seconds.
+
+    `prime_cache: true` first reads every user's profile once, one request at a time (a
+    cache warmed before the service takes traffic, as a deploy does): the steady state is
+    then warm from the first user, so a cold start cannot be a trigger of its own.
 
     `locustfile` runs your own locustfile instead of the built-in one (its users and tasks;
     `users`, `spawn_rate`, `duration` and `workers` still apply). A `host` that is not
@@ -96,6 +102,8 @@ def before_experiment_control(
         # For the probes that look back to the experiment's start (check_defense_activation).
         configuration[EXPERIMENT_START_KEY] = time.time()
     try:
+        if not isinstance(prime_cache, bool):
+            raise ValueError(f"prime_cache must be true or false, got {prime_cache!r}")
         users, spawn_rate, load = scale_traffic(users, spawn_rate, load, scale)
         spec = TrafficSpec(
             target_url=target,
@@ -109,6 +117,8 @@ def before_experiment_control(
             **load,
         )
         stop_traffic(state_dir)  # a run left behind by a killed `chaos` process
+        if prime_cache:
+            prime_profiles(target, spec.population)
         start_traffic(spec, state_dir)
     except (TypeError, ValueError, TrafficError) as error:
         raise InterruptExecution(f"traffic control: {error}") from None
@@ -130,6 +140,35 @@ def before_experiment_control(
         warmup,
     )
     time.sleep(float(warmup))
+
+
+PRIME_TIMEOUT_SECONDS = 5.0  # one profile read
+PRIME_BUDGET_SECONDS = 120.0  # the whole priming pass, at most
+
+
+def prime_profiles(target: str, population: int, budget: float = PRIME_BUDGET_SECONDS) -> int:
+    """Read the profile of users 1..`population` once each; how many answered 200.
+
+    One at a time, so priming never queues on a capacity-limited dependency; bounded by
+    `budget` seconds. Fails the run (InterruptExecution) when fewer than half answered:
+    a steady state that is not warm is not the one the experiment means.
+    """
+    deadline = time.monotonic() + budget
+    ok = 0
+    with httpx.Client(timeout=PRIME_TIMEOUT_SECONDS) as client:
+        for user in range(1, population + 1):
+            if time.monotonic() > deadline:
+                break
+            try:
+                ok += client.get(f"{target}/users/{user}/profile").status_code == 200
+            except httpx.HTTPError:
+                continue
+    logger.info("traffic: cache primed, %d of %d profiles read", ok, population)
+    if ok * 2 < population:
+        raise InterruptExecution(
+            f"traffic control: priming the cache read only {ok} of {population} profiles"
+        )
+    return ok
 
 
 def after_rollback_control(

@@ -23,7 +23,6 @@ import functools
 import hmac
 import itertools
 import json
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -50,6 +49,7 @@ from chaosemergence.contract import (
     check_lease_seconds,
     check_query_number,
     defenses_schema,
+    finite_json,
     metric_window_schema,
     renewal_schema,
     switch_schema,
@@ -193,17 +193,6 @@ async def _json_body(request: Request) -> dict[str, Any]:
 async def _maybe_await[T](value: T | Awaitable[T]) -> T:
     if isinstance(value, Awaitable):
         return await value
-    return value
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with non-finite floats (an event's infinite risk) as null: JSON has none."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
     return value
 
 
@@ -611,14 +600,14 @@ class EmergenceAdmin:
         return JSONResponse(await self.invalidate_caches())
 
     async def _cell_reset(self, _request: Request) -> Response:
-        return JSONResponse(_finite(await self.reset()))
+        return JSONResponse(finite_json(await self.reset()))
 
     async def _cell_events(self, request: Request) -> Response:
         try:
             since = check_query_number(request.query_params.get("since"), "since", SINCE, 0.0)
         except ValueError as error:
             return _bad_request(error)
-        return JSONResponse(_finite(self.events_since(since)))
+        return JSONResponse(finite_json(self.events_since(since)))
 
     async def _cell_increase(self, request: Request) -> Response:
         try:
@@ -709,7 +698,9 @@ class EmergenceAdmin:
 
     async def _reset(self, _request: Request) -> Response:
         cell = await self.reset()
-        return JSONResponse(_finite({"restarted": [], "cells": {str(self._cell_index()): cell}}))
+        return JSONResponse(
+            finite_json({"restarted": [], "cells": {str(self._cell_index()): cell}})
+        )
 
     async def _lease(self, request: Request) -> Response:
         if request.method == "POST":
@@ -745,7 +736,7 @@ class EmergenceAdmin:
             return _bad_request(error)
         events = [{**e, "cell": self._cell} for e in self.events_since(since)]
         return JSONResponse(
-            _finite({"started_at": self.started_at, "events": events, "unanswered": {}})
+            finite_json({"started_at": self.started_at, "events": events, "unanswered": {}})
         )
 
     async def _increase(self, request: Request) -> Response:
