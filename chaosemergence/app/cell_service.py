@@ -31,7 +31,7 @@ from typing import Any
 from chaosemergence.app.admission import Admission
 from chaosemergence.app.boundary import CellBoundary
 from chaosemergence.app.cache import Cache
-from chaosemergence.app.capacity import CellCapacity, CellOverloaded
+from chaosemergence.app.capacity import CallerGaveUp, CellCapacity, CellOverloaded
 from chaosemergence.app.cell_state import cell_state
 from chaosemergence.app.control import CellControl, CellMeter
 from chaosemergence.app.dependency import DependencyError, SimulatedDependency
@@ -146,7 +146,10 @@ class CellService:
         self.settings = settings
         # The cell's own worker pool (0 workers = unlimited): what failover can overload.
         self.capacity = CellCapacity(
-            settings.cell_workers, settings.cell_request_cost_ms, settings.cell_queue_limit
+            settings.cell_workers,
+            settings.cell_request_cost_ms,
+            settings.cell_queue_limit,
+            clock=clock,
         )
         self._clock = clock
         self._wall = wall_clock
@@ -471,8 +474,18 @@ class CellService:
         return await self.guards[name].run(operation, fallback=answer)
 
     # ----------------------------------------------------------------- requests
-    async def handle(self, route: str, user_id: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
-        """Admit (or refuse) one user request, pay the GC pause, run it, measure it."""
+    async def handle(
+        self,
+        route: str,
+        user_id: str,
+        work: Callable[[], Awaitable[Reply]],
+        caller_timeout: float | None = None,
+    ) -> Reply:
+        """Admit (or refuse) one user request, pay the GC pause, run it, measure it.
+
+        `caller_timeout`: seconds the caller waits (None: unknown). With load shedding on, a
+        request still waiting for a worker when it runs out is dropped, not served.
+        """
         self.requests += 1
         foreign = self.boundary.arrive(user_id)
         refusal = self.admission.check(route, foreign=foreign)
@@ -481,13 +494,23 @@ class CellService:
             body = {"error": refusal.reason, "shed_by": refusal.defense, "cell": self.index}
             return Reply(refusal.status, body, refusal.retry_after)
         started = self._clock()
+        deadline = None
+        if caller_timeout is not None and self.enabled["load_shedding"]:
+            deadline = started + caller_timeout
         self.memory.enter()
         try:
-            async with self.capacity.slot():
+            async with self.capacity.slot(deadline):
                 # Its GC pause, then its work, delayed by every pause that stops the world.
                 reply = await self.memory.run_request(work)
         except CellOverloaded as error:
             reply = Reply(503, {"error": f"cell overloaded: {error}", "cell": self.index}, 1)
+        except CallerGaveUp as error:
+            # Without this, a queue that outgrew its callers' patience stays full of work
+            # nobody reads, and the cell never catches up (the loop behind the cascades).
+            self._note("load_shedding", "dropped requests whose caller had given up")
+            self.meter.refused(user_id)
+            body = {"error": f"dropped: {error}", "shed_by": "load_shedding", "cell": self.index}
+            return Reply(503, body, 1)
         finally:
             self.memory.leave()
         self.meter.observe(
@@ -499,16 +522,28 @@ class CellService:
         )
         return reply
 
-    async def profile(self, user_id: str) -> Reply:
-        return await self.handle("profile", user_id, lambda: self._profile(user_id))
+    async def profile(self, user_id: str, *, caller_timeout: float | None = None) -> Reply:
+        return await self.handle("profile", user_id, lambda: self._profile(user_id), caller_timeout)
 
-    async def pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
+    async def pay(
+        self,
+        user_id: str,
+        amount_cents: int,
+        idempotency_key: str,
+        *,
+        caller_timeout: float | None = None,
+    ) -> Reply:
         return await self.handle(
-            "payments", user_id, lambda: self._pay(user_id, amount_cents, idempotency_key)
+            "payments",
+            user_id,
+            lambda: self._pay(user_id, amount_cents, idempotency_key),
+            caller_timeout,
         )
 
-    async def recommendations(self, user_id: str) -> Reply:
-        return await self.handle("recommendations", user_id, lambda: self._recommendations(user_id))
+    async def recommendations(self, user_id: str, *, caller_timeout: float | None = None) -> Reply:
+        return await self.handle(
+            "recommendations", user_id, lambda: self._recommendations(user_id), caller_timeout
+        )
 
     # ----------------------------------------------------------------- handlers
     async def _profile(self, user_id: str) -> Reply:
