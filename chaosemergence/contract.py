@@ -93,6 +93,31 @@ MAX_CELLS = 64
 # Bodies larger than this are refused with 413 before any handler reads them.
 MAX_BODY_BYTES = 64 * 1024
 
+# --------------------------------------------------------------------------- the data plane
+# How long the caller still waits for this request, in milliseconds (relative, as gRPC's
+# grpc-timeout, so clocks need not agree). The gateway sends its per-attempt timeout; a cell
+# with load shedding on drops a request still waiting for a worker once its caller has given
+# up, instead of doing work nobody will read.
+CALLER_TIMEOUT_HEADER = "X-Emergence-Timeout-Ms"
+MAX_CALLER_TIMEOUT_MS = 24 * 3600 * 1000.0
+
+
+def parse_caller_timeout(value: str | None) -> float | None:
+    """The caller's timeout in seconds from CALLER_TIMEOUT_HEADER, None when absent."""
+    if value is None:
+        return None
+    try:
+        ms = float(value)
+    except ValueError:
+        ms = math.nan
+    if not 0 < ms <= MAX_CALLER_TIMEOUT_MS:  # also refuses nan
+        raise ValueError(
+            f"{CALLER_TIMEOUT_HEADER} must be milliseconds in (0, {MAX_CALLER_TIMEOUT_MS:.0f}], "
+            f"got {value!r}"
+        )
+    return ms / 1000
+
+
 # --------------------------------------------------------------------------- token and files
 # The admin token, when given rather than generated (the system then writes none).
 TOKEN_ENV = "CHAOSEMERGENCE_ADMIN_TOKEN"

@@ -332,3 +332,14 @@ def test_the_contract_imports_the_standard_library_alone() -> None:
     # chaoslib is the extension's own dependency; nothing of the reference system.
     assert "chaosemergence" in loaded
     assert not loaded & {"starlette", "uvicorn", "aiohttp", "prometheus_client", "psutil"}, loaded
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "nan", "inf", "1e99"])
+def test_a_bad_caller_timeout_is_refused_naming_the_header(value: str) -> None:
+    with pytest.raises(ValueError, match="X-Emergence-Timeout-Ms"):
+        c.parse_caller_timeout(value)
+
+
+def test_the_caller_timeout_is_read_in_seconds() -> None:
+    assert c.parse_caller_timeout("600") == pytest.approx(0.6)
+    assert c.parse_caller_timeout(None) is None

@@ -28,7 +28,13 @@ from chaosemergence.app.cell_service import CellService, Reply
 from chaosemergence.app.metrics import CellCollector
 from chaosemergence.app.process import process_figures
 from chaosemergence.app.switches import DEFENSES
-from chaosemergence.contract import InvalidField, check_pressure, finite_json
+from chaosemergence.contract import (
+    CALLER_TIMEOUT_HEADER,
+    InvalidField,
+    check_pressure,
+    finite_json,
+    parse_caller_timeout,
+)
 from chaosemergence.defenses.metrics import PrometheusRecorder
 from chaosemergence.embed import EmergenceAdmin
 
@@ -122,10 +128,16 @@ def create_cell_app(
     admin = embedded_admin(service, recorder)
 
     async def profile(request: Request) -> Response:
-        return reply_response(await service.profile(request.path_params["user_id"]))
+        try:
+            timeout = parse_caller_timeout(request.headers.get(CALLER_TIMEOUT_HEADER))
+        except ValueError as error:
+            return _bad_request(error)
+        user_id = request.path_params["user_id"]
+        return reply_response(await service.profile(user_id, caller_timeout=timeout))
 
     async def payments(request: Request) -> Response:
         try:
+            timeout = parse_caller_timeout(request.headers.get(CALLER_TIMEOUT_HEADER))
             body = await json_body(request)
             amount = body.get("amount_cents")
             key = body.get("idempotency_key")
@@ -135,10 +147,16 @@ def create_cell_app(
                 raise ValueError("idempotency_key must be a string of 1-128 characters")
         except ValueError as error:
             return _bad_request(error)
-        return reply_response(await service.pay(request.path_params["user_id"], amount, key))
+        user_id = request.path_params["user_id"]
+        return reply_response(await service.pay(user_id, amount, key, caller_timeout=timeout))
 
     async def recommendations(request: Request) -> Response:
-        return reply_response(await service.recommendations(request.path_params["user_id"]))
+        try:
+            timeout = parse_caller_timeout(request.headers.get(CALLER_TIMEOUT_HEADER))
+        except ValueError as error:
+            return _bad_request(error)
+        user_id = request.path_params["user_id"]
+        return reply_response(await service.recommendations(user_id, caller_timeout=timeout))
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok", "cell": service.index})

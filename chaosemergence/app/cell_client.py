@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from chaosemergence.contract import CALLER_TIMEOUT_HEADER
+
 __all__ = [
     "CellAnswer",
     "CellClient",
@@ -99,6 +101,7 @@ class CellClient:
             sock_read=timeout,
         )
         self._limit = limit
+        self._caller_timeout_ms = f"{timeout * 1000:.0f}"
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -124,7 +127,10 @@ class CellClient:
         self, method: str, url: str, body: bytes = b"", content_type: str | None = None
     ) -> CellAnswer:
         """One request; raises a `CellError` subclass when the cell did not answer."""
-        headers = {"Content-Type": content_type} if content_type else None
+        # The cell drops the request instead of serving it once this timeout has passed.
+        headers = {CALLER_TIMEOUT_HEADER: self._caller_timeout_ms}
+        if content_type:
+            headers["Content-Type"] = content_type
         try:
             async with self._open().request(
                 method, url, data=body or None, headers=headers, allow_redirects=False

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosemergence.app.admission import Admission
-from chaosemergence.app.capacity import CellOverloaded
+from chaosemergence.app.capacity import CallerGaveUp, CellOverloaded
 from chaosemergence.app.cell_state import cell_state
 from chaosemergence.app.cell_timers import CellTimers
 from chaosemergence.app.control import CellControl
@@ -235,8 +235,18 @@ class CellService:
         return task
 
     # ----------------------------------------------------------------- requests
-    async def handle(self, route: str, user_id: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
-        """Admit (or refuse) one user request, pay the GC pause, run it, measure it."""
+    async def handle(
+        self,
+        route: str,
+        user_id: str,
+        work: Callable[[], Awaitable[Reply]],
+        caller_timeout: float | None = None,
+    ) -> Reply:
+        """Admit (or refuse) one user request, pay the GC pause, run it, measure it.
+
+        `caller_timeout`: seconds the caller waits (None: unknown). With load shedding on, a
+        request still waiting for a worker when it runs out is dropped, not served.
+        """
         ingress = self.ingress
         ingress.requests += 1
         foreign = ingress.boundary.arrive(user_id)
@@ -246,13 +256,23 @@ class CellService:
             body = {"error": refusal.reason, "shed_by": refusal.defense, "cell": self.index}
             return Reply(refusal.status, body, refusal.retry_after)
         started = self._clock()
+        deadline = None
+        if caller_timeout is not None and self.enabled["load_shedding"]:
+            deadline = started + caller_timeout
         self.memory.enter()
         try:
-            async with ingress.capacity.slot():
+            async with ingress.capacity.slot(deadline):
                 # Its GC pause, then its work, delayed by every pause that stops the world.
                 reply = await self.memory.run_request(work)
         except CellOverloaded as error:
             reply = Reply(503, {"error": f"cell overloaded: {error}", "cell": self.index}, 1)
+        except CallerGaveUp as error:
+            # Without this, a queue that outgrew its callers' patience stays full of work
+            # nobody reads, and the cell never catches up (the loop behind the cascades).
+            ingress.note_dropped()
+            ingress.meter.refused(user_id)
+            body = {"error": f"dropped: {error}", "shed_by": "load_shedding", "cell": self.index}
+            return Reply(503, body, 1)
         finally:
             self.memory.leave()
         ingress.meter.observe(
@@ -264,16 +284,30 @@ class CellService:
         )
         return reply
 
-    async def profile(self, user_id: str) -> Reply:
-        return await self.handle("profile", user_id, lambda: self.profiles.serve(user_id))
-
-    async def pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:
+    async def profile(self, user_id: str, *, caller_timeout: float | None = None) -> Reply:
         return await self.handle(
-            "payments", user_id, lambda: self._pay(user_id, amount_cents, idempotency_key)
+            "profile", user_id, lambda: self.profiles.serve(user_id), caller_timeout
         )
 
-    async def recommendations(self, user_id: str) -> Reply:
-        return await self.handle("recommendations", user_id, lambda: self._recommendations(user_id))
+    async def pay(
+        self,
+        user_id: str,
+        amount_cents: int,
+        idempotency_key: str,
+        *,
+        caller_timeout: float | None = None,
+    ) -> Reply:
+        return await self.handle(
+            "payments",
+            user_id,
+            lambda: self._pay(user_id, amount_cents, idempotency_key),
+            caller_timeout,
+        )
+
+    async def recommendations(self, user_id: str, *, caller_timeout: float | None = None) -> Reply:
+        return await self.handle(
+            "recommendations", user_id, lambda: self._recommendations(user_id), caller_timeout
+        )
 
     # ----------------------------------------------------------------- handlers
     async def _pay(self, user_id: str, amount_cents: int, idempotency_key: str) -> Reply:

@@ -11,8 +11,9 @@ Measurement choices (see docs/decisions.md):
 - latencies are those of requests that did backend work (cache hits excluded), or p99/p50
   of a cache-fronted service would exceed 10 all the time;
 - ``load`` is offered demand over capacity: user requests against the cell's request
-  capacity, and first attempts (not retries) against each dependency's service capacity,
-  whichever is higher;
+  capacity, requests held or waiting in the cell's worker pool against its workers, and
+  first attempts (not retries) against each dependency's service capacity, whichever is
+  higher;
 - the cache hit rate is that of the hot keys, so a long tail of one-off users does not read
   as a cold cache;
 - ``correlation`` is the last value the gateway pushed (stale after a few seconds), and so
@@ -300,7 +301,13 @@ class CellControl:
             growth = MAX_GROWTH if retry_rate > 0 else 1.0
         self._prev_retry_rate = retry_rate
         request_rate = reading.requests / seconds
-        demand = [request_rate / self._settings.cell_request_capacity]
+        # The worker pool's occupancy too: a cell whose workers are all busy is loaded, however
+        # few requests per second that is (read as "low load", its slow tail would look like
+        # a metastable state, and the recovery would pause a merely overloaded cell).
+        demand = [
+            request_rate / self._settings.cell_request_capacity,
+            self._ingress.capacity.take_occupancy(),
+        ]
         for name, dep in clients.dependencies.items():
             capacity = dep.settings.concurrency * 1000.0 / dep.settings.service_time_ms
             demand.append(firsts[name] / seconds / capacity)

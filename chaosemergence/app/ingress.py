@@ -8,6 +8,7 @@ the meter the control loop reads once a second. The order of the ingress decisio
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from chaosemergence.defenses import EventLog, LoadShedder
 from chaosemergence.defenses.detect import ComplexityBudget
 
 __all__ = ["CellIngress"]
+
+# A burst of dropped requests is one event; a new one after this many quiet seconds.
+DROPPED_NOTE_SECONDS = 5.0
 
 
 class CellIngress:
@@ -38,7 +42,10 @@ class CellIngress:
     ) -> None:
         # The cell's own worker pool (0 workers = unlimited): what failover can overload.
         self.capacity = CellCapacity(
-            settings.cell_workers, settings.cell_request_cost_ms, settings.cell_queue_limit
+            settings.cell_workers,
+            settings.cell_request_cost_ms,
+            settings.cell_queue_limit,
+            clock=clock,
         )
         self.shedder = LoadShedder(
             ComplexityBudget(
@@ -53,6 +60,18 @@ class CellIngress:
         self.meter = CellMeter(clock=clock)
         self.boundary = CellBoundary(index, settings.cells, events=events)
         self.requests = 0  # every user request, refused ones included
+        self._clock = clock
+        self._events = events
+        self._dropped_noted = -math.inf
+
+    def note_dropped(self) -> None:
+        """A request whose caller gave up was dropped: one load_shedding event per burst."""
+        now = self._clock()
+        if now - self._dropped_noted > DROPPED_NOTE_SECONDS:
+            self._events.record(
+                "load_shedding", "activated", "dropped requests whose caller had given up"
+            )
+        self._dropped_noted = now
 
     def shedding_state(self, admission: Admission) -> dict[str, Any]:
         """The ``load_shedding`` section of ``/admin/state``: the shedder, every refusal."""

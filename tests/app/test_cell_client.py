@@ -110,6 +110,17 @@ async def test_post_body_and_content_type_are_forwarded() -> None:
     assert request.endswith(b'\r\n\r\n{"amount_cents": 5}')
 
 
+async def test_every_request_tells_the_cell_how_long_the_gateway_waits() -> None:
+    """The per-attempt timeout travels as X-Emergence-Timeout-Ms (the cell's deadline)."""
+    async with serving(answering(200, b"{}")) as server:
+        client = CellClient(0.6)
+        try:
+            await client.send("GET", f"{server.url}/users/7/profile")
+        finally:
+            await client.aclose()
+    assert b"x-emergence-timeout-ms: 600\r\n" in server.requests[0].lower()
+
+
 async def test_sequential_requests_reuse_one_connection() -> None:
     """Keep-alive: twenty requests in a row open one connection, not twenty."""
     async with serving(answering(200, b"ok")) as server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,38 @@ async def test_a_tail_slow_by_design_is_not_a_metastable_state(
             _second(svc, clock, slow_ms=3000, requests=5)
         assert svc.control.metastable.condition is not None
     finally:
+        svc.store.close()
+
+
+async def test_a_cell_with_saturated_workers_is_loaded_not_metastable(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Few requests per second, but every worker busy and a line waiting: the load reads
+    above 1 and a slow tail is overload, not a metastable state (ingress stays open)."""
+    svc = _service(tmp_path, clock, cell_workers=2, cell_queue_limit=100)
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        async with svc.ingress.capacity.slot():
+            await gate.wait()
+
+    holders = [asyncio.create_task(held()) for _ in range(4)]
+    try:
+        while svc.ingress.capacity.busy + svc.ingress.capacity.waiting < 4:
+            await asyncio.sleep(0)
+        for _ in range(8):
+            _second(svc, clock, slow_ms=900, requests=6)
+            assert svc.control.last_inputs.load >= 1.0
+        assert svc.control.metastable.condition is None
+        assert svc.admission.check("profile") is None
+        # The same seconds with the pool idle are the signature: slow at low load.
+        gate.set()
+        await asyncio.gather(*holders)
+        for _ in range(5):
+            _second(svc, clock, slow_ms=900, requests=6)
+        assert svc.control.metastable.condition is not None
+    finally:
+        gate.set()
         svc.store.close()
 
 
