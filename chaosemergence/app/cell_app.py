@@ -13,7 +13,7 @@ signals, lost writes, process figures) are this module's.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -127,13 +127,20 @@ def create_cell_app(
         recorder = PrometheusRecorder(CollectorRegistry(), cell=str(service.index))
     admin = embedded_admin(service, recorder)
 
-    async def profile(request: Request) -> Response:
-        try:
-            timeout = parse_caller_timeout(request.headers.get(CALLER_TIMEOUT_HEADER))
-        except ValueError as error:
-            return _bad_request(error)
-        user_id = request.path_params["user_id"]
-        return reply_response(await service.profile(user_id, caller_timeout=timeout))
+    def user_read(
+        serve: Callable[..., Awaitable[Reply]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A user's read (profile, recommendations): the caller's timeout, then `serve`."""
+
+        async def read(request: Request) -> Response:
+            try:
+                timeout = parse_caller_timeout(request.headers.get(CALLER_TIMEOUT_HEADER))
+            except ValueError as error:
+                return _bad_request(error)
+            user_id = request.path_params["user_id"]
+            return reply_response(await serve(user_id, caller_timeout=timeout))
+
+        return read
 
     async def payments(request: Request) -> Response:
         try:
@@ -149,14 +156,6 @@ def create_cell_app(
             return _bad_request(error)
         user_id = request.path_params["user_id"]
         return reply_response(await service.pay(user_id, amount, key, caller_timeout=timeout))
-
-    async def recommendations(request: Request) -> Response:
-        try:
-            timeout = parse_caller_timeout(request.headers.get(CALLER_TIMEOUT_HEADER))
-        except ValueError as error:
-            return _bad_request(error)
-        user_id = request.path_params["user_id"]
-        return reply_response(await service.recommendations(user_id, caller_timeout=timeout))
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok", "cell": service.index})
@@ -223,9 +222,11 @@ def create_cell_app(
             await service.stop()
 
     routes = [
-        Route("/users/{user_id}/profile", profile, methods=["GET"]),
+        Route("/users/{user_id}/profile", user_read(service.profile), methods=["GET"]),
         Route("/users/{user_id}/payments", payments, methods=["POST"]),
-        Route("/users/{user_id}/recommendations", recommendations, methods=["GET"]),
+        Route(
+            "/users/{user_id}/recommendations", user_read(service.recommendations), methods=["GET"]
+        ),
         Route("/health", health),
         Route("/metrics", admin.metrics),
         *admin.cell_routes("/admin"),
