@@ -65,8 +65,23 @@ def test_early_expiration_refreshes_a_hot_key_before_it_expires(
         assert refreshed == 0 and found == []
 
 
+# What keeps a metastable signature up in cell 0 under a slow payment provider: with these
+# off, every payment makes all its attempts (about 0.9 s), so the signature (p99 above
+# 500 ms at low load) shows in every one-second sample. With the retry budget on, p99 swung
+# between 300 and 600 ms as single retries came and went; one sample under 500 ms restarts
+# detection, and on a loaded machine 40 s did not always see detection and four relapses.
+UNDEFENDED = ["circuit_breaker", "adaptive_throttle", "retry_budget"]
+
+
 class SlowPayments:
-    """Payments at a low rate on a provider slower than its timeout, plus profile reads."""
+    """Payments at a low rate on a provider slower than its timeout, plus profile reads.
+
+    Two payers keep the provider's arrivals (about 6 attempts per second) near what it serves
+    under a 700 ms fault (4 workers / 0.74 s); three filled its queue of 64 with abandoned
+    calls in about 20 s, after which its fast refusals hid the signature.
+    """
+
+    PAYERS = 2
 
     def __init__(self, system: RunningSystem) -> None:
         self.counts: Counter[str] = Counter()
@@ -74,7 +89,8 @@ class SlowPayments:
         self._stop = threading.Event()
         users = users_of(system.cells, 0, 4, "meta")
         self._threads = [
-            threading.Thread(target=self._pay, args=(system.url, users[0])) for _ in range(3)
+            threading.Thread(target=self._pay, args=(system.url, users[0]))
+            for _ in range(self.PAYERS)
         ]
         self._threads.append(threading.Thread(target=self._read, args=(system.url, users)))
 
@@ -120,7 +136,7 @@ def test_metastable_state_is_detected_and_recovered_in_stages(
 ) -> None:
     """Low load but p99 far above 500 ms for 5 s: ingress pauses (503), the recovery resets
     the cell, then restores traffic step by step once the trigger is gone."""
-    off = ["circuit_breaker", "adaptive_throttle"] + ([] if detector else ["metastable_detector"])
+    off = UNDEFENDED + ([] if detector else ["metastable_detector"])
     system.admin("POST", "/admin/defenses", json={"enabled": False, "names": off})
     since = time.time()
     _fault(system, kind="latency", latency_ms=700, dependency="payment_provider", duration=30)
@@ -172,11 +188,7 @@ def test_repeated_relapses_hold_ingress_until_an_operator_resumes(system: Runnin
     """The trigger never goes away: after max_relapses the recovery stops letting traffic
     back in, asks for manual intervention (an event, a gauge), and keeps ingress paused even
     once the trigger is gone, until the admin API resumes it."""
-    system.admin(
-        "POST",
-        "/admin/defenses",
-        json={"enabled": False, "names": ["circuit_breaker", "adaptive_throttle"]},
-    )
+    system.admin("POST", "/admin/defenses", json={"enabled": False, "names": UNDEFENDED})
     since = time.time()
     _fault(system, kind="latency", latency_ms=700, dependency="payment_provider", duration=60)
     with SlowPayments(system):
