@@ -100,6 +100,12 @@ class RetryBudget:
     A token bucket whose deposits expire: each first attempt deposits ``ratio`` of a
     token, a floor of ``min_retries_per_second`` tokens per second is always available,
     and both are counted over the last ``window_seconds`` (Finagle's RetryBudget).
+
+    Events mark refusal episodes, not decisions: an episode starts at the first refusal
+    and ends at a granted retry only after ``quiet_seconds`` without a refusal. At the
+    budget's edge every new request earns a fraction of a retry, so grants and refusals
+    alternate per request; one event pair per decision (thousands a second) would push
+    every other defense's history out of the event log.
     """
 
     def __init__(
@@ -108,27 +114,37 @@ class RetryBudget:
         min_retries_per_second: float = 1.0,
         *,
         window_seconds: float = 10.0,
+        quiet_seconds: float = 1.0,
         clock: Clock = time.monotonic,
         events: EventLog | None = None,
         name: str = BUDGET_DEFENSE,
         enabled: bool = True,
     ) -> None:
-        if not 0.0 <= ratio <= 1.0 or min_retries_per_second < 0 or window_seconds <= 0:
+        if (
+            not 0.0 <= ratio <= 1.0
+            or min_retries_per_second < 0
+            or window_seconds <= 0
+            or quiet_seconds < 0
+        ):
             msg = (
-                "need 0 <= ratio <= 1, min_retries_per_second >= 0, window_seconds > 0, got "
-                f"{ratio=}, {min_retries_per_second=}, {window_seconds=}"
+                "need 0 <= ratio <= 1, min_retries_per_second >= 0, window_seconds > 0, "
+                f"quiet_seconds >= 0, got {ratio=}, {min_retries_per_second=}, "
+                f"{window_seconds=}, {quiet_seconds=}"
             )
             raise ValueError(msg)
         self.name = name
         self.ratio = ratio
         self.min_retries_per_second = min_retries_per_second
         self.window_seconds = window_seconds
+        self.quiet_seconds = quiet_seconds
         self.enabled = enabled
         self._clock = clock
         self._events = events
         # Guarded by the event loop (sync code only): requests in field 0, retries in 1.
         self._counts = SlidingCounts(window_seconds, 2, 10)
-        self._refusing = False  # guarded by the event loop; True while retries are refused
+        # Guarded by the event loop: True during a refusal episode, and when it last refused.
+        self._refusing = False
+        self._last_refusal = 0.0
         self.allowed = 0
         self.refused = 0
 
@@ -153,7 +169,7 @@ class RetryBudget:
         if retries + 1 <= limit:
             self._counts.add(now, 1)
             self.allowed += 1
-            if self._refusing:
+            if self._refusing and now - self._last_refusal >= self.quiet_seconds:
                 self._refusing = False
                 if self._events is not None:
                     self._events.record(
@@ -165,6 +181,7 @@ class RetryBudget:
                     )
             return True
         self.refused += 1
+        self._last_refusal = now
         if not self._refusing:
             self._refusing = True
             if self._events is not None:
@@ -179,7 +196,7 @@ class RetryBudget:
 
     @property
     def refusing(self) -> bool:
-        """Whether the last decision refused a retry."""
+        """Whether a refusal episode is under way (see the class docstring)."""
         return self._refusing
 
     def reset(self) -> None:

@@ -153,12 +153,33 @@ def test_budget_events_are_throttled(clock: FakeClock, events: EventLog) -> None
         assert not budget.can_retry()
     for _ in range(10):
         budget.record_request()
+    clock.advance(1.0)  # a quiet second: the episode may end
     assert budget.can_retry()
     log = events.all()
     assert [(e.defense, e.kind) for e in log] == [
         ("retry_budget", "activated"),
         ("retry_budget", "deactivated"),
     ]
+
+
+def test_a_budget_at_its_edge_records_one_episode_not_one_per_decision(
+    clock: FakeClock, events: EventLog
+) -> None:
+    """At the edge, each request earns one retry that the next refusal follows: 100 such
+    alternations within a second are one episode, which ends after a quiet second."""
+    budget = RetryBudget(ratio=1.0, min_retries_per_second=0.0, clock=clock, events=events)
+    for _ in range(100):
+        budget.record_request()
+        assert budget.can_retry()
+        assert not budget.can_retry()
+        clock.advance(0.005)
+    assert [e.kind for e in events.all()] == ["activated"]
+    assert budget.refusing
+    clock.advance(1.0)
+    budget.record_request()
+    assert budget.can_retry()
+    assert [e.kind for e in events.all()] == ["activated", "deactivated"]
+    assert not budget.refusing
 
 
 def test_policy_stops_when_budget_refuses(clock: FakeClock) -> None:
