@@ -2,11 +2,11 @@
 
 A real reference system (3 cells, the fast recovery settings of tests/app/test_recovery_live)
 is driven into a metastable state: payments on a provider slower than its timeout, with the
-breaker and throttle off, so latency stays far above 500 ms at low load. A real Prometheus
-scrapes it through /targets and evaluates the shipped rules (every `for` capped at 1 s); a
-real Alertmanager routes the alerts to a webhook this test serves on 127.0.0.1. The test waits
-for the MetastableStateDetected notification of the faulted cell, then runs every Grafana
-panel's query over the run against the same Prometheus.
+breaker, throttle and retry budget off, so latency stays far above 500 ms at low load. A real
+Prometheus scrapes it through /targets and evaluates the shipped rules (every `for` capped at
+1 s); a real Alertmanager routes the alerts to a webhook this test serves on 127.0.0.1. The
+test waits for the MetastableStateDetected notification of the faulted cell, then runs every
+Grafana panel's query over the run against the same Prometheus.
 
 With every defense (and so the detector) off, the users' symptoms still page: a database
 that fails every call makes HighErrorRatio arrive, and no MetastableStateDetected.
@@ -29,7 +29,7 @@ import pytest
 from chaosemergence.observe.grafana import PANELS
 from chaosemergence.observe.local_prometheus import LocalPrometheus
 from chaosemergence.observe.prometheus_config import rules_with_for
-from tests.app.test_recovery_live import OVERRIDES, SlowPayments
+from tests.app.test_recovery_live import OVERRIDES, UNDEFENDED, SlowPayments
 from tests.conftest import RunningSystem, free_port, start_system, stop_system
 from tests.observe.promtool import tool
 from tests.observe.stack import Alertmanager, Webhook, port_open, wait_until
@@ -116,11 +116,7 @@ def test_metastable_alert_reaches_the_webhook_and_every_panel_has_data(tmp_path:
         started = time.time()
         # Healthy so far: nothing paged.
         assert _metastable_pages(webhook.alerts()) == []
-        system.admin(
-            "POST",
-            "/admin/defenses",
-            json={"enabled": False, "names": ["circuit_breaker", "adaptive_throttle"]},
-        )
+        system.admin("POST", "/admin/defenses", json={"enabled": False, "names": UNDEFENDED})
         fault = {
             "kind": "latency",
             "latency_ms": 700,
